@@ -1,0 +1,322 @@
+"""``devicebio``: the device command line.
+
+Exit codes (also in ``devicebio --help``):
+  0  success
+  1  refused: wrong PIN or recovery code, locked out, no match, user not verified
+  2  usage: bad arguments or input
+  3  stored state: no vault, wrong passphrase, corrupt or tampered record
+  4  environment: a model, camera or optional dependency is missing
+
+Secrets (passphrase, PIN, recovery code) are never taken as arguments, which other users can
+read in the process list: the passphrase comes from ``DEVICEBIO_PASSPHRASE`` or a prompt, a
+PIN or recovery code from standard input or a prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from devicebio.errors import DeviceBioError, Reason
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_STATE, EXIT_ENV = 0, 1, 2, 3, 4
+
+_REFUSED = {
+    Reason.PIN_WRONG,
+    Reason.RECOVERY_CODE_WRONG,
+    Reason.LOCKED_OUT,
+    Reason.USER_NOT_VERIFIED,
+}
+_USAGE = {Reason.INVALID_ARGUMENT, Reason.PIN_POLICY, Reason.MALFORMED_DATA, Reason.BAD_IMAGE}
+_ENV = {
+    Reason.MODEL_MISSING,
+    Reason.MODEL_HASH_MISMATCH,
+    Reason.MODEL_BUILD_FAILED,
+    Reason.FRAME_SOURCE,
+    Reason.DEPENDENCY_MISSING,
+    Reason.KEY_PROVIDER_UNAVAILABLE,
+}
+
+EPILOG = """exit codes:
+  0  success
+  1  refused (wrong PIN or recovery code, locked out, no match, not verified)
+  2  usage (bad arguments or input)
+  3  stored state (no vault, wrong passphrase, corrupt or tampered record)
+  4  environment (model, camera or optional dependency missing)
+
+secrets: the vault passphrase comes from DEVICEBIO_PASSPHRASE or a prompt; a PIN or
+recovery code from standard input (one line) or a prompt. Never from arguments."""
+
+
+def exit_code_for(reason: Reason) -> int:
+    if reason in _REFUSED:
+        return EXIT_REFUSED
+    if reason in _USAGE:
+        return EXIT_USAGE
+    if reason in _ENV:
+        return EXIT_ENV
+    return EXIT_STATE
+
+
+# ---- secrets ----------------------------------------------------------------------------
+
+
+def read_secret(prompt: str) -> str:
+    """One line from stdin, or a no-echo prompt when stdin is a terminal."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    line = sys.stdin.readline()
+    if not line:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"expected {prompt.strip(': ')} on stdin")
+    return line.rstrip("\r\n")
+
+
+def key_provider(args: argparse.Namespace, *, confirm: bool = False) -> Any:
+    from devicebio.vault import KeyringKey, PassphraseKey
+
+    if getattr(args, "keyring", False):
+        return KeyringKey()
+    strength = getattr(args, "kdf", "moderate")
+    passphrase = os.environ.get("DEVICEBIO_PASSPHRASE")
+    if passphrase is None:
+        if not sys.stdin.isatty():
+            raise DeviceBioError(
+                Reason.INVALID_ARGUMENT,
+                "no passphrase: set DEVICEBIO_PASSPHRASE or run in a terminal",
+            )
+        passphrase = getpass.getpass("vault passphrase: ")
+        if confirm and getpass.getpass("again: ") != passphrase:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "the passphrases differ")
+    return PassphraseKey(passphrase, strength)
+
+
+def open_vault(args: argparse.Namespace) -> Any:
+    from devicebio.vault import Vault
+
+    return Vault.open(args.vault, key_provider(args))
+
+
+def challenge_bytes(text: str) -> bytes:
+    from devicebio.wire import b64url_decode
+
+    return b64url_decode(text)
+
+
+# ---- output -----------------------------------------------------------------------------
+
+
+def emit(args: argparse.Namespace, payload: dict[str, Any], human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        print(human)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from devicebio.vault import Vault
+
+    vault = Vault.create(args.vault, key_provider(args, confirm=True))
+    emit(args, {"ok": True, "vault": str(vault.path)}, f"created vault {vault.path}")
+    return EXIT_OK
+
+
+def cmd_pin_set(args: argparse.Namespace) -> int:
+    from devicebio.knowledge import Pin
+
+    vault = open_vault(args)
+    pin = Pin(vault)
+    if pin.status().is_set:
+        # Changing a PIN needs the old one: a thief with the unlocked vault must not reset it.
+        pin.verify(read_secret("current PIN: "))
+    pin.set(read_secret("new PIN: "))
+    emit(args, {"ok": True}, "PIN set")
+    return EXIT_OK
+
+
+def cmd_recovery_new(args: argparse.Namespace) -> int:
+    from devicebio.knowledge import Pin, RecoveryCodes
+
+    vault = open_vault(args)
+    if Pin(vault).status().is_set:
+        Pin(vault).verify(read_secret("PIN: "))
+    codes = RecoveryCodes(vault).new()
+    emit(
+        args,
+        {"ok": True, "codes": codes},
+        "recovery codes (each works once; store them offline, they are shown only now):\n"
+        + "\n".join(f"  {c}" for c in codes),
+    )
+    return EXIT_OK
+
+
+def verify_knowledge(vault: Any, method: str) -> Any:
+    """Run the PIN or recovery-code check and return the UserVerification it earns."""
+    from devicebio.credentials import UserVerification
+    from devicebio.knowledge import AttemptLimiter, Pin, RecoveryCodes
+    from devicebio.wire import LivenessClaim, Method
+
+    if method == "pin":
+        Pin(vault).verify(read_secret("PIN: "))
+    elif method == "recovery":
+        RecoveryCodes(vault).use(read_secret("recovery code: "))
+        Pin(vault).unblock()
+    else:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {method!r} is not available here")
+    AttemptLimiter(vault).record_fallback_success()
+    return UserVerification(
+        method=Method(method), liveness=LivenessClaim.none(), model=None, verified=True
+    )
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from devicebio.credentials import Credentials
+
+    vault = open_vault(args)
+    verification = verify_knowledge(vault, args.method)
+    registration = Credentials(vault).register(
+        rp_id=args.rp_id,
+        origin=args.origin,
+        challenge=challenge_bytes(args.challenge),
+        user_name=args.user,
+        verification=verification,
+    )
+    print(json.dumps(registration.to_json(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_authenticate(args: argparse.Namespace) -> int:
+    from devicebio.credentials import Credentials
+
+    vault = open_vault(args)
+    verification = verify_knowledge(vault, args.method)
+    assertion = Credentials(vault).authenticate(
+        rp_id=args.rp_id,
+        origin=args.origin,
+        challenge=challenge_bytes(args.challenge),
+        verification=verification,
+    )
+    print(json.dumps(assertion.to_json(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    from devicebio.credentials import Credentials
+    from devicebio.wire import b64url_encode
+
+    rows = [
+        {
+            "rp_id": c.rp_id,
+            "user": c.user,
+            "credential_id": b64url_encode(c.credential_id),
+            "sign_count": c.sign_count,
+            "created_at": c.created_at,
+        }
+        for c in Credentials(open_vault(args)).list()
+    ]
+    human = "\n".join(f"{r['rp_id']}\t{r['user']}\t{r['sign_count']}" for r in rows)
+    emit(args, {"credentials": rows}, human or "no credentials")
+    return EXIT_OK
+
+
+# ---- parser -----------------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _vault_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vault",
+        default=os.environ.get("DEVICEBIO_VAULT"),
+        required="DEVICEBIO_VAULT" not in os.environ,
+        help="vault directory (default: $DEVICEBIO_VAULT)",
+    )
+    p.add_argument("--keyring", action="store_true", help="the vault key is in the OS keyring")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _rp_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rp-id", required=True, help="relying party id, e.g. example.com")
+    p.add_argument("--origin", required=True, help="origin, e.g. https://example.com")
+    p.add_argument("--challenge", required=True, help="the RP's challenge, base64url")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="devicebio",
+        description="On-device face authentication that speaks WebAuthn.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Command, help_: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(
+            name, help=help_, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("init", cmd_init, "create a vault")
+    _vault_args(p)
+    p.add_argument(
+        "--kdf",
+        choices=["moderate", "interactive"],
+        default="moderate",
+        help="Argon2id cost for the passphrase (default moderate: 256 MiB)",
+    )
+
+    pin = sub.add_parser("pin", help="the device PIN").add_subparsers(dest="pin", required=True)
+    _vault_args(add("set", cmd_pin_set, "set or change the PIN (read from stdin)", pin))
+
+    rc = sub.add_parser("recovery-codes", help="one-time recovery codes")
+    rc_sub = rc.add_subparsers(dest="rc", required=True)
+    _vault_args(add("new", cmd_recovery_new, "replace all recovery codes", rc_sub))
+
+    for name, fn, help_ in (
+        ("register", cmd_register, "create a credential for a relying party"),
+        ("authenticate", cmd_authenticate, "sign an assertion for a relying party"),
+    ):
+        p = add(name, fn, help_)
+        _vault_args(p)
+        _rp_args(p)
+        p.add_argument(
+            "--method",
+            choices=["pin", "recovery"],
+            default="pin",
+            help="how the user is verified (secret read from stdin)",
+        )
+        if name == "register":
+            p.add_argument("--user", required=True, help="the account name at the RP")
+
+    _vault_args(add("credentials", cmd_credentials, "list credentials (no key material)"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DeviceBioError as exc:
+        code = exit_code_for(exc.reason)
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "reason": exc.reason.value, "message": str(exc)}))
+        else:
+            print(f"devicebio: {exc}", file=sys.stderr)
+            if exc.hint:
+                print(f"hint: {exc.hint}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The one error type the device SDK raises, with a machine-readable reason.
+
+Expected negative outcomes of a face attempt (no match, too dark, ...) are *not* errors:
+they are values of :class:`devicebio.outcome.Outcome`. Errors are faults: corrupt or
+tampered state, hostile input, a missing model, a locked vault.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    # vault / stored state
+    VAULT_NOT_FOUND = "vault_not_found"
+    VAULT_EXISTS = "vault_exists"
+    WRONG_KEY = "wrong_key"
+    RECORD_NOT_FOUND = "record_not_found"
+    RECORD_CORRUPT = "record_corrupt"
+    RECORD_TAMPERED = "record_tampered"
+    RECORD_SWAPPED = "record_swapped"
+    SCHEMA_UNSUPPORTED = "schema_unsupported"
+    INSECURE_PERMISSIONS = "insecure_permissions"
+    KEY_PROVIDER_UNAVAILABLE = "key_provider_unavailable"
+    # knowledge factors and attempt limits
+    PIN_NOT_SET = "pin_not_set"
+    PIN_POLICY = "pin_policy"
+    PIN_WRONG = "pin_wrong"
+    RECOVERY_CODE_WRONG = "recovery_code_wrong"
+    LOCKED_OUT = "locked_out"
+    # credentials / protocol
+    CREDENTIAL_NOT_FOUND = "credential_not_found"
+    USER_NOT_VERIFIED = "user_not_verified"
+    INVALID_ARGUMENT = "invalid_argument"
+    MALFORMED_DATA = "malformed_data"
+    # vision
+    BAD_IMAGE = "bad_image"
+    MODEL_MISSING = "model_missing"
+    MODEL_HASH_MISMATCH = "model_hash_mismatch"
+    MODEL_BUILD_FAILED = "model_build_failed"
+    FRAME_SOURCE = "frame_source"
+    DEPENDENCY_MISSING = "dependency_missing"
+
+
+class DeviceBioError(Exception):
+    """Base (and only) exception type of the ``devicebio`` package.
+
+    ``reason`` is stable and machine-readable; the message is for humans and never contains
+    biometric data (images, templates, embeddings, scores).
+    """
+
+    def __init__(self, reason: Reason, message: str = "", *, hint: str | None = None) -> None:
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{reason.value}: {message}" if message else reason.value)

@@ -1,0 +1,302 @@
+"""Knowledge-factor fallbacks: a PIN and one-time recovery codes, both kept in the vault.
+
+The failure counter is written *before* a guess is checked, so killing the process during a
+check cannot buy extra guesses. Secrets are compared only as Argon2id/BLAKE2b outputs with a
+constant-time comparison.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nacl.pwhash
+import nacl.utils
+
+from devicebio.errors import DeviceBioError, Reason
+from devicebio.hazmat.seal import SALT_SIZE, argon2id_key, subkey
+from devicebio.vault import Vault
+
+PIN_MIN_LENGTH = 6
+PIN_MAX_LENGTH = 64
+DEFAULT_PIN_TRIES = 5
+RECOVERY_CODE_COUNT = 10
+_RECOVERY_GROUPS = 4  # 4 groups of 5 base32 characters = 100 bits
+
+
+@dataclass(frozen=True)
+class PinStatus:
+    is_set: bool
+    failures: int
+    remaining: int
+    blocked: bool
+
+
+class Pin:
+    """A device PIN with a retry counter; after ``max_failures`` wrong PINs it is blocked until a
+    recovery code resets it (as a smart card's PUK does)."""
+
+    KIND, ID = "knowledge", "pin"
+
+    def __init__(
+        self,
+        vault: Vault,
+        *,
+        max_failures: int = DEFAULT_PIN_TRIES,
+        opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+        memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    ) -> None:
+        if max_failures < 1:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "max_failures must be at least 1")
+        self._vault = vault
+        self._max = max_failures
+        self._ops, self._mem = opslimit, memlimit
+
+    def set(self, pin: str) -> None:
+        _check_pin_policy(pin)
+        salt = nacl.utils.random(SALT_SIZE)
+        digest = argon2id_key(pin.encode(), salt, self._ops, self._mem)
+        record = {"salt": salt, "ops": self._ops, "mem": self._mem, "hash": digest, "failures": 0}
+        self._vault.put(self.KIND, self.ID, record)
+
+    def status(self) -> PinStatus:
+        if not self._vault.exists(self.KIND, self.ID):
+            return PinStatus(False, 0, 0, False)
+        failures = int(self._record()["failures"])
+        return PinStatus(True, failures, max(self._max - failures, 0), failures >= self._max)
+
+    def verify(self, pin: str) -> None:
+        """Return if ``pin`` is right; else raise PIN_WRONG, or LOCKED_OUT once blocked."""
+        record = self._record()
+        if record["failures"] >= self._max:
+            raise DeviceBioError(
+                Reason.LOCKED_OUT,
+                "the PIN is blocked after too many wrong entries",
+                hint="use a recovery code ('devicebio authenticate --method recovery')",
+            )
+        # Count the attempt first: a crash during the slow hash must not refund it.
+        record["failures"] += 1
+        self._vault.put(self.KIND, self.ID, record)
+        guess = argon2id_key(pin.encode(), record["salt"], record["ops"], record["mem"])
+        if not hmac.compare_digest(guess, record["hash"]):
+            left = self._max - record["failures"]
+            raise DeviceBioError(Reason.PIN_WRONG, f"wrong PIN, {left} tries left")
+        record["failures"] = 0
+        self._vault.put(self.KIND, self.ID, record)
+
+    def unblock(self) -> None:
+        """Reset the retry counter (after a recovery code was accepted)."""
+        if self._vault.exists(self.KIND, self.ID):
+            record = self._record()
+            record["failures"] = 0
+            self._vault.put(self.KIND, self.ID, record)
+
+    def _record(self) -> dict:
+        try:
+            record = self._vault.get(self.KIND, self.ID)
+        except DeviceBioError as exc:
+            if exc.reason is Reason.RECORD_NOT_FOUND:
+                raise DeviceBioError(
+                    Reason.PIN_NOT_SET, "no PIN is set", hint="devicebio pin set"
+                ) from None
+            raise
+        ok = (
+            isinstance(record, dict)
+            and isinstance(record.get("hash"), bytes)
+            and isinstance(record.get("salt"), bytes)
+            and isinstance(record.get("failures"), int)
+            and isinstance(record.get("ops"), int)
+            and isinstance(record.get("mem"), int)
+        )
+        if not ok:
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "PIN record is malformed")
+        return record
+
+
+def _check_pin_policy(pin: str) -> None:
+    if not isinstance(pin, str) or not (PIN_MIN_LENGTH <= len(pin) <= PIN_MAX_LENGTH):
+        raise DeviceBioError(
+            Reason.PIN_POLICY, f"a PIN has {PIN_MIN_LENGTH} to {PIN_MAX_LENGTH} characters"
+        )
+    if len(set(pin)) == 1 or pin in "0123456789012345678909876543210":
+        raise DeviceBioError(Reason.PIN_POLICY, "a PIN may not be a repeated or sequential run")
+
+
+class RecoveryCodes:
+    """Ten single-use codes of 100 bits each, stored only as keyed hashes.
+
+    High-entropy codes do not need a slow hash; the key (derived from the vault's device
+    secret) keeps an attacker holding only the files from testing guesses offline.
+    """
+
+    KIND, ID = "knowledge", "recovery"
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+
+    def new(self, count: int = RECOVERY_CODE_COUNT) -> list[str]:
+        """Replace all codes with ``count`` fresh ones; show them to the user once."""
+        if not 1 <= count <= 100:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "count must be 1..100")
+        codes = [_new_code() for _ in range(count)]
+        self._vault.put(self.KIND, self.ID, {"unused": sorted(self._hash(c) for c in codes)})
+        return codes
+
+    def remaining(self) -> int:
+        if not self._vault.exists(self.KIND, self.ID):
+            return 0
+        return len(self._unused())
+
+    def use(self, code: str) -> None:
+        """Consume ``code`` or raise RECOVERY_CODE_WRONG. A code works once."""
+        digest = self._hash(code)
+        unused = self._unused() if self._vault.exists(self.KIND, self.ID) else []
+        match = [h for h in unused if hmac.compare_digest(h, digest)]
+        if not match:
+            raise DeviceBioError(Reason.RECOVERY_CODE_WRONG, "that recovery code is not valid")
+        self._vault.put(self.KIND, self.ID, {"unused": [h for h in unused if h != match[0]]})
+
+    def _unused(self) -> list[bytes]:
+        record = self._vault.get(self.KIND, self.ID)
+        unused = record.get("unused") if isinstance(record, dict) else None
+        if not isinstance(unused, list) or not all(isinstance(h, bytes) for h in unused):
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "recovery-code record is malformed")
+        return unused
+
+    def _hash(self, code: str) -> bytes:
+        normalised = "".join(ch for ch in str(code).upper() if ch.isalnum())
+        key = subkey(self._vault.device_secret, b"recovery-code")
+        return hashlib.blake2b(normalised.encode(), key=key, digest_size=32).digest()
+
+
+def _new_code() -> str:
+    raw = base64.b32encode(secrets.token_bytes(15)).decode()[: 5 * _RECOVERY_GROUPS]
+    return "-".join(raw[i : i + 5] for i in range(0, len(raw), 5))
+
+
+# ---- attempt limits (NIST SP 800-63B §5.2.2) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptPolicy:
+    """How many face failures are tolerated, and what happens after.
+
+    ``max_consecutive`` failures (5; SP 800-63B allows 10 when presentation-attack detection
+    is on) start a delay of ``base_delay`` seconds (>= 30 s) that doubles with each further
+    failure; after ``hard_cap`` consecutive failures the face is disabled until a PIN, recovery
+    code or security key succeeds. ``knowledge_every`` forces a knowledge factor periodically
+    (None disables that).
+    """
+
+    max_consecutive: int = 5
+    max_consecutive_with_liveness: int = 10
+    base_delay: float = 30.0
+    hard_cap: int = 20
+    knowledge_every: float | None = 72 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.base_delay < 30.0:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "SP 800-63B needs a delay >= 30 s")
+        if not 1 <= self.max_consecutive <= self.max_consecutive_with_liveness <= self.hard_cap:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "attempt limits are inconsistent")
+
+
+@dataclass(frozen=True)
+class AttemptStatus:
+    allowed: bool
+    state: str  # "open" | "delayed" | "disabled" | "knowledge_due"
+    consecutive_failures: int
+    retry_after: float  # seconds until the next face attempt is allowed (0 when allowed)
+
+
+class AttemptLimiter:
+    """The persisted face-attempt state machine. Time is injectable for tests."""
+
+    KIND, ID = "attempts", "face"
+
+    def __init__(
+        self,
+        vault: Vault,
+        policy: AttemptPolicy | None = None,
+        *,
+        liveness: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._vault = vault
+        self.policy = policy or AttemptPolicy()
+        self._limit = (
+            self.policy.max_consecutive_with_liveness if liveness else self.policy.max_consecutive
+        )
+        self._clock = clock
+
+    def status(self) -> AttemptStatus:
+        state = self._state()
+        now = self._clock()
+        failures = state["failures"]
+        if failures >= self.policy.hard_cap:
+            return AttemptStatus(False, "disabled", failures, float("inf"))
+        if state["not_before"] > now:
+            return AttemptStatus(False, "delayed", failures, state["not_before"] - now)
+        every = self.policy.knowledge_every
+        if every is not None and now - state["last_knowledge"] > every:
+            return AttemptStatus(False, "knowledge_due", failures, float("inf"))
+        return AttemptStatus(True, "open", failures, 0.0)
+
+    def check(self) -> None:
+        """Raise LOCKED_OUT (with the wait in the message) unless a face attempt is allowed."""
+        status = self.status()
+        if status.allowed:
+            return
+        if status.state == "delayed":
+            raise DeviceBioError(
+                Reason.LOCKED_OUT,
+                f"too many failed face attempts; retry in {status.retry_after:.0f} s",
+                hint="or use the PIN, a recovery code or a security key",
+            )
+        raise DeviceBioError(
+            Reason.LOCKED_OUT,
+            "face unlock is disabled until a PIN, recovery code or security key succeeds"
+            if status.state == "disabled"
+            else "the PIN is due (periodic knowledge-factor check)",
+            hint="devicebio authenticate --method pin",
+        )
+
+    def record_failure(self) -> AttemptStatus:
+        state = self._state()
+        state["failures"] += 1
+        over = state["failures"] - self._limit
+        if over >= 0:
+            state["not_before"] = self._clock() + self.policy.base_delay * 2.0 ** min(over, 30)
+        self._vault.put(self.KIND, self.ID, state)
+        return self.status()
+
+    def record_face_success(self) -> None:
+        state = self._state()
+        state["failures"], state["not_before"] = 0, 0.0
+        self._vault.put(self.KIND, self.ID, state)
+
+    def record_fallback_success(self) -> None:
+        """A knowledge factor or security key succeeded: clear every face restriction."""
+        self._vault.put(
+            self.KIND, self.ID, {"failures": 0, "not_before": 0.0, "last_knowledge": self._clock()}
+        )
+
+    def _state(self) -> dict:
+        if not self._vault.exists(self.KIND, self.ID):
+            # A new device counts as freshly knowledge-verified: enrolment needs the PIN.
+            return {"failures": 0, "not_before": 0.0, "last_knowledge": self._clock()}
+        state = self._vault.get(self.KIND, self.ID)
+        ok = (
+            isinstance(state, dict)
+            and isinstance(state.get("failures"), int)
+            and isinstance(state.get("not_before"), int | float)
+            and isinstance(state.get("last_knowledge"), int | float)
+        )
+        if not ok:
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "attempt-limit record is malformed")
+        return state
