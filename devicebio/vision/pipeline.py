@@ -1,0 +1,243 @@
+"""Frame -> face embedding: detect, landmarks, align, quality gates, embed.
+
+The pipeline does not know where frames come from (camera, video, folder, test double): it
+takes one RGB ``uint8`` array at a time. Each stage is a real model built by
+:mod:`devicebio.vision.models` and run on onnxruntime (or numpy for the landmark trees).
+
+Detectors: ``"fast"`` (default) is MediaPipe's BlazeFace, a few ms per camera frame, with dlib's
+MMOD CNN as a fallback only when BlazeFace finds nothing; ``"accurate"`` runs MMOD alone.
+Landmarks always come from dlib's 5-point predictor, on a box mapped into dlib's convention,
+so alignment is dlib's and the embedder sees the chips it was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from devicebio.errors import DeviceBioError, Reason
+from devicebio.outcome import Outcome, OutcomeCode
+from devicebio.vision import models
+from devicebio.vision._ort import make_session
+from devicebio.vision.align import face_chip
+from devicebio.vision.detector_blaze import BlazeFaceDetector
+from devicebio.vision.detector_blaze import to_dlib_box as blaze_to_dlib_box
+from devicebio.vision.detector_mmod import MmodDetector
+from devicebio.vision.detector_mmod import to_dlib_box as mmod_to_dlib_box
+from devicebio.vision.embedder import Embedder
+from devicebio.vision.landmarks import ShapePredictor5
+from devicebio.vision.types import Detection
+
+DetectorChoice = Literal["fast", "accurate"]
+Selection = Literal["only", "largest", "center"]
+
+MAX_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Capture-quality gates. Each limit says which way is stricter.
+
+    - ``min_face_px``: face box width in pixels; higher is stricter.
+    - ``min_brightness`` / ``max_brightness``: mean grey level (0-255) of the aligned face;
+      a higher minimum / lower maximum is stricter.
+    - ``min_sharpness``: variance of the Laplacian of the aligned grey face; higher is
+      stricter.
+    - ``max_yaw_deg``: head turn estimated from the 5 landmarks; lower is stricter.
+    - ``several_faces_ratio``: a second face at least this fraction of the largest one's
+      width counts as a second person in view; lower is stricter.
+    """
+
+    min_face_px: float = 60.0
+    min_brightness: float = 40.0
+    max_brightness: float = 220.0
+    min_sharpness: float = 15.0
+    max_yaw_deg: float = 35.0
+    several_faces_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class FaceCapture:
+    """A face that passed every gate, and its embedding (which stays in memory only)."""
+
+    embedding: np.ndarray = field(repr=False)
+    detection: Detection
+    landmarks: np.ndarray = field(repr=False)
+    quality: dict[str, float]
+    timings_ms: dict[str, float]
+    detector: str
+
+
+FrameResult = FaceCapture | Outcome
+
+
+def check_frame(frame: object) -> np.ndarray:
+    """A frame fit for the pipeline, or BAD_IMAGE: never a crash deep in OpenCV/onnxruntime."""
+    if not isinstance(frame, np.ndarray):
+        raise DeviceBioError(Reason.BAD_IMAGE, f"a frame is a numpy array, not {type(frame)}")
+    if frame.dtype != np.uint8:
+        raise DeviceBioError(Reason.BAD_IMAGE, f"a frame is uint8 RGB, not {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise DeviceBioError(Reason.BAD_IMAGE, f"a frame is HxWx3 RGB, not shape {frame.shape}")
+    h, w = frame.shape[:2]
+    if min(h, w) < 32 or max(h, w) > MAX_SIDE:
+        raise DeviceBioError(
+            Reason.BAD_IMAGE, f"frame {w}x{h}: sides must be 32..{MAX_SIDE} pixels"
+        )
+    return np.ascontiguousarray(frame)
+
+
+def estimate_yaw(landmarks5: np.ndarray) -> float:
+    """Head yaw in degrees from dlib's 5 points; positive = the subject turned to their left.
+
+    The nose tip sits in front of the eye line, so turning the head slides it along that line
+    by about sin(yaw) times its depth; a nose depth of ~0.5 eye spans fits dlib's landmarks.
+    """
+    eyes = sorted([landmarks5[0:2].mean(axis=0), landmarks5[2:4].mean(axis=0)], key=lambda p: p[0])
+    left_img, right_img = eyes
+    axis = right_img - left_img
+    span2 = float(axis @ axis)
+    if span2 < 1e-6:
+        return 90.0
+    t = float((landmarks5[4] - left_img) @ axis) / span2
+    return float(np.degrees(np.arcsin(np.clip((t - 0.5) / 0.5, -1.0, 1.0))))
+
+
+def measure_quality(chip: np.ndarray) -> dict[str, float]:
+    grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    # The centre of the chip is face; its border may be black padding outside the frame.
+    core = grey[30:120, 30:120]
+    return {
+        "brightness": float(core.mean()),
+        "sharpness": float(cv2.Laplacian(core, cv2.CV_64F).var()),
+    }
+
+
+class FacePipeline:
+    """detect -> 5 landmarks -> 150x150 chip -> quality gates -> 128-D embedding."""
+
+    def __init__(
+        self,
+        *,
+        detector: DetectorChoice = "fast",
+        limits: QualityLimits | None = None,
+        mirror: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        if detector not in ("fast", "accurate"):
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, f"detector {detector!r}")
+        self.detector = detector
+        self.limits = limits or QualityLimits()
+        self.mirror = mirror
+
+        def session(name: str) -> Any:
+            data = models.load_model(name, cache_dir, progress=progress)
+            return make_session(data, providers, threads)
+
+        needed = ["dlib_resnet_v1", "dlib_shape5", "dlib_mmod"]
+        if detector == "fast":
+            needed.append("mp_face_detection_short_range")
+        models.build_models(needed, cache_dir, progress=progress)
+        self._mmod = MmodDetector(session("dlib_mmod"))
+        self._blaze = (
+            BlazeFaceDetector(session("mp_face_detection_short_range"))
+            if detector == "fast"
+            else None
+        )
+        self._shape = ShapePredictor5.from_bytes(
+            models.load_model("dlib_shape5", cache_dir), expected_sha256=None
+        )
+        self._embedder = Embedder(session("dlib_resnet_v1"))
+        self.model_id = models.MODELS["dlib_resnet_v1"].model_id
+
+    # ---- stages --------------------------------------------------------------------------
+
+    def detect(self, frame: np.ndarray) -> tuple[list[tuple[Detection, tuple]], str]:
+        """Faces with their dlib-convention boxes, and which detector found them."""
+        frame = check_frame(frame)
+        if self._blaze is not None:
+            found = self._blaze.detect(frame)
+            if found:
+                return [(d, blaze_to_dlib_box(d)) for d in found], "blazeface"
+        found = self._mmod.detect(frame)
+        return [(d, tuple(mmod_to_dlib_box(d))) for d in found], "mmod"
+
+    def analyze(self, frame: np.ndarray, *, select: Selection = "only") -> FrameResult:
+        """One frame -> a :class:`FaceCapture`, or the :class:`Outcome` saying what to fix.
+
+        ``select``: "only" treats a second face of comparable size as SEVERAL_FACES (what
+        authentication wants); "largest" / "center" pick one face (what photo sets want).
+        """
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        faces, used = self.detect(frame)
+        timings["detect"] = _ms_since(t0)
+        if not faces:
+            return Outcome(OutcomeCode.NO_FACE)
+        limits = self.limits
+        widths = [box[2] - box[0] for _, box in faces]
+        order = np.argsort(widths)[::-1]
+        if select == "center":
+            h, w = frame.shape[:2]
+            centre = np.array([w / 2, h / 2])
+            dists = [
+                np.hypot(*((np.array(b[:2]) + np.array(b[2:])) / 2 - centre)) for _, b in faces
+            ]
+            pick = int(np.argmin(dists))
+        else:
+            pick = int(order[0])
+            if select == "only" and len(faces) > 1:
+                second = widths[int(order[1])]
+                if second >= limits.several_faces_ratio * widths[pick]:
+                    return Outcome(OutcomeCode.SEVERAL_FACES, float(len(faces)), 1.0)
+        detection, box = faces[pick]
+        width = widths[pick]
+        if width < limits.min_face_px:
+            return Outcome(OutcomeCode.FACE_TOO_SMALL, width, limits.min_face_px)
+
+        t0 = time.perf_counter()
+        landmarks = self._shape.predict(frame, box)
+        timings["landmarks"] = _ms_since(t0)
+        t0 = time.perf_counter()
+        chip = face_chip(frame, landmarks)
+        timings["align"] = _ms_since(t0)
+
+        quality = measure_quality(chip)
+        quality["face_px"] = float(width)
+        quality["yaw_deg"] = estimate_yaw(landmarks)
+        gate = self._gate(quality)
+        if gate is not None:
+            return gate
+
+        t0 = time.perf_counter()
+        batch = chip[None]
+        embedding = (
+            self._embedder.embed_mirrored(batch) if self.mirror else self._embedder.embed(batch)
+        )[0]
+        timings["embed"] = _ms_since(t0)
+        return FaceCapture(embedding, detection, landmarks, quality, timings, used)
+
+    def _gate(self, q: dict[str, float]) -> Outcome | None:
+        lim = self.limits
+        if q["brightness"] < lim.min_brightness:
+            return Outcome(OutcomeCode.TOO_DARK, q["brightness"], lim.min_brightness)
+        if q["brightness"] > lim.max_brightness:
+            return Outcome(OutcomeCode.TOO_BRIGHT, q["brightness"], lim.max_brightness)
+        if abs(q["yaw_deg"]) > lim.max_yaw_deg:
+            return Outcome(OutcomeCode.HEAD_TURNED, abs(q["yaw_deg"]), lim.max_yaw_deg)
+        if q["sharpness"] < lim.min_sharpness:
+            return Outcome(OutcomeCode.TOO_BLURRY, q["sharpness"], lim.min_sharpness)
+        return None
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

@@ -1,0 +1,177 @@
+"""The face pipeline on real LFW faces: every quality gate, hostile input, pinned models."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from devicebio.errors import DeviceBioError, Reason
+from devicebio.outcome import Outcome, OutcomeCode
+from devicebio.vision import models
+from devicebio.vision.matching import distance
+from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
+
+GOOD = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
+
+
+def code_of(result) -> OutcomeCode | None:
+    return result.code if isinstance(result, Outcome) else None
+
+
+def test_good_face_passes_every_gate(pipeline, load_lfw) -> None:
+    result = pipeline.analyze(load_lfw(GOOD))
+    assert isinstance(result, FaceCapture), result
+    assert result.embedding.shape == (128,)
+    lim = pipeline.limits
+    assert result.quality["face_px"] >= lim.min_face_px
+    assert lim.min_brightness <= result.quality["brightness"] <= lim.max_brightness
+    assert result.quality["sharpness"] >= lim.min_sharpness
+    assert abs(result.quality["yaw_deg"]) <= lim.max_yaw_deg
+
+
+def test_same_person_closer_than_different(pipeline, load_lfw) -> None:
+    a1 = pipeline.analyze(load_lfw("Abdullah_Gul/Abdullah_Gul_0001.jpg"))
+    a2 = pipeline.analyze(load_lfw("Abdullah_Gul/Abdullah_Gul_0002.jpg"))
+    b = pipeline.analyze(load_lfw(GOOD))
+    assert distance(a1.embedding, a2.embedding) < 0.6 < distance(a1.embedding, b.embedding)
+
+
+def test_no_face(pipeline) -> None:
+    assert code_of(pipeline.analyze(np.full((480, 640, 3), 128, np.uint8))) is OutcomeCode.NO_FACE
+
+
+def test_several_faces(pipeline, load_lfw) -> None:
+    two = np.concatenate([load_lfw(GOOD), load_lfw("Abdullah_Gul/Abdullah_Gul_0001.jpg")], axis=1)
+    result = pipeline.analyze(two)
+    assert code_of(result) is OutcomeCode.SEVERAL_FACES
+    assert result.measured == 2
+    assert isinstance(pipeline.analyze(two, select="largest"), FaceCapture)
+
+
+def test_face_too_small(pipeline, load_lfw) -> None:
+    small = cv2.resize(load_lfw(GOOD), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[58:183, 98:223] = small
+    result = pipeline.analyze(frame)
+    assert code_of(result) is OutcomeCode.FACE_TOO_SMALL
+    assert result.measured < result.limit == pipeline.limits.min_face_px
+
+
+def test_too_dark(pipeline, load_lfw) -> None:
+    result = pipeline.analyze((load_lfw(GOOD) * 0.12).astype(np.uint8))
+    assert code_of(result) is OutcomeCode.TOO_DARK
+    assert result.measured < result.limit
+
+
+def test_too_bright(pipeline, load_lfw) -> None:
+    washed = np.clip(load_lfw(GOOD) * 0.35 + 190, 0, 255).astype(np.uint8)
+    result = pipeline.analyze(washed)
+    assert code_of(result) is OutcomeCode.TOO_BRIGHT
+    assert result.measured > result.limit
+
+
+def test_too_blurry(pipeline, load_lfw) -> None:
+    result = pipeline.analyze(cv2.GaussianBlur(load_lfw(GOOD), (0, 0), 3))
+    assert code_of(result) is OutcomeCode.TOO_BLURRY
+    assert result.measured < result.limit
+
+
+@pytest.mark.parametrize(
+    "turned", ["Anthony_Garotinho/Anthony_Garotinho_0001.jpg", "Alexandra_Pelosi/Alexandra_Pelosi_0001.jpg"]
+)
+def test_head_turned(pipeline, load_lfw, turned: str) -> None:
+    result = pipeline.analyze(load_lfw(turned), select="center")
+    assert code_of(result) is OutcomeCode.HEAD_TURNED
+    assert result.measured > result.limit
+
+
+def test_outcome_messages_are_actionable() -> None:
+    message = Outcome(OutcomeCode.TOO_DARK, 12.0, 40.0).message
+    assert "light" in message and "12.0" in message and "40.0" in message
+
+
+HOSTILE = [
+    ("empty", np.zeros((0, 0, 3), np.uint8)),
+    ("float", np.zeros((240, 320, 3), np.float32)),
+    ("nan", np.full((240, 320, 3), np.nan, np.float32)),
+    ("four channels", np.zeros((240, 320, 4), np.uint8)),
+    ("grey", np.zeros((240, 320), np.uint8)),
+    ("1x1", np.zeros((1, 1, 3), np.uint8)),
+    ("20000x20000", np.zeros((20000, 20000, 3), np.uint8)),  # calloc'd: never touched
+    ("list", [[0, 0, 0]]),
+    ("none", None),
+]
+
+
+@pytest.mark.parametrize("name,frame", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_input_gives_typed_error(pipeline, name, frame) -> None:
+    with pytest.raises(DeviceBioError) as info:
+        pipeline.analyze(frame)
+    assert info.value.reason is Reason.BAD_IMAGE
+
+
+def test_non_contiguous_and_odd_aspect_frames_work(pipeline, load_lfw) -> None:
+    img = load_lfw(GOOD)
+    assert isinstance(pipeline.analyze(img[:, ::-1]), FaceCapture)  # a negative-stride view
+    tall = np.zeros((900, 250, 3), np.uint8)
+    tall[300:550] = img
+    assert isinstance(pipeline.analyze(tall), FaceCapture)
+
+
+@pytest.fixture()
+def private_cache(tmp_path: Path) -> Path:
+    cache = tmp_path / "models"
+    models.build_models()
+    shutil.copytree(models.model_dir(), cache)
+    return cache
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_tampered_model_is_refused(private_cache: Path, name: str) -> None:
+    path = private_cache / models.MODELS[name].filename
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert models.model_status(name, private_cache) == "hash_mismatch"
+    with pytest.raises(DeviceBioError) as info:
+        models.load_model(name, private_cache)
+    assert info.value.reason is Reason.MODEL_HASH_MISMATCH
+
+
+def test_pipeline_refuses_a_tampered_embedder(private_cache: Path) -> None:
+    path = private_cache / models.MODELS["dlib_resnet_v1"].filename
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(DeviceBioError) as info:
+        FacePipeline(cache_dir=private_cache)
+    assert info.value.reason is Reason.MODEL_HASH_MISMATCH
+
+
+def test_models_build_offline_from_a_clean_cache(tmp_path: Path, monkeypatch) -> None:
+    def no_network(*args, **kwargs):
+        raise AssertionError("the model build tried to open a network socket")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    cache = tmp_path / "fresh"
+    paths = models.build_models(cache_dir=cache)
+    assert sorted(p.name for p in paths) == sorted(m.filename for m in models.MODELS.values())
+    assert all(models.model_status(n, cache) == "ok" for n in models.MODELS)
+
+
+def test_unknown_model_and_missing_build(tmp_path: Path) -> None:
+    with pytest.raises(DeviceBioError) as info:
+        models.load_model("nope", tmp_path)
+    assert info.value.reason is Reason.MODEL_MISSING
+    with pytest.raises(DeviceBioError) as info:
+        models.load_model("dlib_mmod", tmp_path, build_if_missing=False)
+    assert info.value.reason is Reason.MODEL_MISSING
+
+
+def test_limits_say_which_way_is_stricter() -> None:
+    strict = QualityLimits(min_face_px=200)
+    assert strict.min_face_px > QualityLimits().min_face_px
