@@ -314,7 +314,9 @@ def _vault_args(p: argparse.ArgumentParser) -> None:
 def _rp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rp-id", required=True, help="relying party id, e.g. example.com")
     p.add_argument("--origin", required=True, help="origin, e.g. https://example.com")
-    p.add_argument("--challenge", required=True, help="the RP's challenge, base64url")
+    p.add_argument(
+        "--challenge", required=True, help="the RP's challenge, base64url (write --challenge=VALUE)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,8 @@ class Reason(enum.StrEnum):
     PIN_WRONG = "pin_wrong"
     RECOVERY_CODE_WRONG = "recovery_code_wrong"
     LOCKED_OUT = "locked_out"
+    # enrolment
+    NOT_ENROLLED = "not_enrolled"
     # credentials / protocol
     CREDENTIAL_NOT_FOUND = "credential_not_found"
     USER_NOT_VERIFIED = "user_not_verified"

@@ -75,13 +75,13 @@ class Demo:
     def device_sign(self, challenge: str, secret: str, method: str = "pin") -> tuple[int, str, str]:
         return self.run(
             "devicebio", "authenticate", "--vault", self.vault, "--rp-id", RP_ID,
-            "--origin", ORIGIN, "--challenge", challenge, "--method", method, stdin=secret + "\n",
+            "--origin", ORIGIN, f"--challenge={challenge}", "--method", method, stdin=secret + "\n",
         )
 
     def rp_verify(self, challenge: str, assertion_file: str) -> dict[str, Any]:
         code, out, err = self.run(
             "verifier", "verify", "--db", self.db, "--rp-id", RP_ID, "--origin", ORIGIN,
-            "--challenge", challenge, "--file", assertion_file, "--issuer-key", "rp-revocation.pub",
+            f"--challenge={challenge}", "--file", assertion_file, "--issuer-key", "rp-revocation.pub",
             "--json",
         )
         try:
@@ -104,12 +104,12 @@ class Demo:
         ch = self.challenge("register")
         code, out, err = self.run(
             "devicebio", "register", "--vault", self.vault, "--rp-id", RP_ID, "--origin", ORIGIN,
-            "--challenge", ch, "--user", USER, stdin=PIN + "\n",
+            f"--challenge={ch}", "--user", USER, stdin=PIN + "\n",
         )
         (self.dir / "registration.json").write_text(out)
         code, out, err = self.run(
             "verifier", "register", "--db", self.db, "--rp-id", RP_ID, "--origin", ORIGIN,
-            "--user", USER, "--challenge", ch, "--file", "registration.json", "--json",
+            "--user", USER, f"--challenge={ch}", "--file", "registration.json", "--json",
         )
         res = _json(out)
         self.credential_id = res.get("credential_id", "")
@@ -139,10 +139,10 @@ class Demo:
             f"--credential-id={self.credential_id}", "--reason", "user_key_physical_compromise",
             "--json",
         )
-        res = _json(out)
+        listed = _json(out).get("list") or {}
         self.record("RP publishes a revocation list", "accepted",
                     "accepted" if code == 0 else "refused",
-                    f"serial {res.get('serial')}, {len(res.get('entries', []))} entry")
+                    f"serial {listed.get('serial')}, {len(listed.get('entries', []))} entry")
 
         # 6. The next assertion from that credential is refused.
         _, out, _ = self.device_sign(ch, PIN)

@@ -29,3 +29,12 @@ def lfw_dir() -> Path:
 def video_dir() -> Path:
     """The real face videos; override with DEVICEBIO_VIDEO."""
     return _data_dir("DEVICEBIO_VIDEO", SHARED / "data" / "video", "face videos")
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    """One real face pipeline for the whole run (models build on first use, offline)."""
+    pytest.importorskip("cv2", reason="the face pipeline needs the [device] extra")
+    from devicebio.vision.pipeline import FacePipeline
+
+    return FacePipeline()

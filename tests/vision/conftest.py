@@ -8,13 +8,6 @@ cv2 = pytest.importorskip("cv2", reason="the vision tests need the [device] extr
 
 
 @pytest.fixture(scope="session")
-def pipeline():
-    from devicebio.vision.pipeline import FacePipeline
-
-    return FacePipeline()
-
-
-@pytest.fixture(scope="session")
 def load_lfw(lfw_dir: Path):
     def load(rel: str):
         bgr = cv2.imread(str(lfw_dir / "images" / rel))

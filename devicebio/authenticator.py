@@ -1,0 +1,373 @@
+"""One object for the whole ceremony: enrol, authenticate by face, fall back, sign.
+
+    auth = Authenticator(vault)
+    auth.enroll("alice", open_source("camera"), consent=Consent("sign-in to Bank", 365))
+    result = auth.authenticate("alice", open_source("camera"),
+                               rp_id="bank.example", origin="https://bank.example",
+                               challenge=challenge_from_the_rp)
+    if result.assertion: send(result.assertion.to_json())      # only the signed decision leaves
+    else: show(result.outcome.message); offer(result.fallbacks)  # PIN, recovery code, key
+
+Templates are stored only protected by a per-enrolment secret transform (see
+:mod:`devicebio.protect`), sealed in the vault, with the consent record that allowed them and a
+retention expiry after which they are deleted. Face failures go through the SP 800-63B
+attempt limiter; a successful fallback clears it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from devicebio.credentials import Assertion, Credentials, UserVerification
+from devicebio.errors import DeviceBioError, Reason
+from devicebio.knowledge import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
+from devicebio.outcome import Outcome, OutcomeCode
+from devicebio.protect import TemplateKey
+from devicebio.sources import Frame, FrameSource
+from devicebio.vault import Vault
+from devicebio.wire import LivenessClaim, Method
+
+FACE, FACE_KEY, CONSENT = "face", "face_key", "consent"
+FALLBACKS = ("pin", "recovery", "security-key")
+_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What the user agreed to: why their face is used and how long templates are kept."""
+
+    purpose: str
+    retention_days: int
+
+    def __post_init__(self) -> None:
+        if not self.purpose.strip():
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "consent needs a purpose")
+        if not 1 <= self.retention_days <= 3650:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "retention_days must be 1..3650")
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Decision settings. ``threshold``: accept when the fused distance is below it (LOWER is
+    STRICTER); the default and its measured FAR/FRR are in docs/evaluation.md."""
+
+    threshold: float | None = None  # None: devicebio.vision.matching.DEFAULT_THRESHOLD
+    enrol_templates: int = 3
+    enrol_max_frames: int = 90
+    fuse_frames: int = 3
+    timeout_s: float = 10.0
+    attempts: AttemptPolicy = field(default_factory=AttemptPolicy)
+
+
+@dataclass(frozen=True)
+class EnrollmentResult:
+    outcome: Outcome | None  # None when enrolled; else what to fix
+    templates: int
+    frames_seen: int
+    rejected: dict[str, int]
+    expires_at: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    outcome: Outcome
+    assertion: Assertion | None
+    frames_seen: int
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.assertion is not None
+
+
+@dataclass(frozen=True)
+class EnrolledUser:
+    user: str
+    templates: int
+    model: str
+    enrolled_at: float
+    expires_at: float
+    purpose: str
+
+
+class Authenticator:
+    """Face enrolment and authentication over a vault; see the module docstring."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        *,
+        pipeline: Any = None,
+        policy: AuthPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        on_frame: Callable[[Outcome | None], None] | None = None,
+    ) -> None:
+        self.vault = vault
+        self.policy = policy or AuthPolicy()
+        self._pipeline = pipeline
+        self._clock = clock
+        self._on_frame = on_frame
+        self.credentials = Credentials(vault)
+        self.limiter = AttemptLimiter(vault, self.policy.attempts, clock=clock)
+
+    @property
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            from devicebio.vision.pipeline import FacePipeline
+
+            self._pipeline = FacePipeline()
+        return self._pipeline
+
+    @property
+    def threshold(self) -> float:
+        if self.policy.threshold is not None:
+            return self.policy.threshold
+        from devicebio.vision.matching import DEFAULT_THRESHOLD
+
+        return DEFAULT_THRESHOLD
+
+    # ---- enrolment -----------------------------------------------------------------------
+
+    def enroll(self, user: str, source: FrameSource, *, consent: Consent) -> EnrollmentResult:
+        """Capture quality-gated frames and store protected templates (replacing old ones)."""
+        rid = _check_user(user)
+        captures, seen, rejected = self._capture(
+            source.frames(), want=self.policy.enrol_templates, limit=self.policy.enrol_max_frames
+        )
+        if len(captures) < self.policy.enrol_templates:
+            return EnrollmentResult(_worst(rejected, seen), len(captures), seen, rejected, None)
+        embeddings = np.stack([c.embedding for c in captures]).astype(np.float32)
+        # Every enrolment frame must show the same person: a swap during capture is refused.
+        spread = max(
+            float(np.linalg.norm(a - b)) for i, a in enumerate(embeddings) for b in embeddings[i:]
+        )
+        if spread >= self.threshold:
+            rejected[OutcomeCode.SEVERAL_FACES.value] = rejected.get("several_faces", 0) + 1
+            return EnrollmentResult(
+                Outcome(OutcomeCode.SEVERAL_FACES, spread, self.threshold),
+                0,
+                seen,
+                rejected,
+                None,
+            )
+        now = self._clock()
+        expires = now + consent.retention_days * _DAY
+        key = TemplateKey.new()
+        # The key is written first: a template never exists without the key that reads it.
+        self.vault.put(FACE_KEY, rid, key.to_record())
+        self.vault.put(
+            CONSENT,
+            rid,
+            {"purpose": consent.purpose, "retention_days": consent.retention_days, "at": now},
+        )
+        self._put_templates(user, key.protect(embeddings), now, expires)
+        return EnrollmentResult(None, len(embeddings), seen, rejected, expires)
+
+    def _put_templates(self, user: str, protected: np.ndarray, at: float, expires: float) -> None:
+        self.vault.put(
+            FACE,
+            _check_user(user),
+            {
+                "user": user,
+                "model": self.pipeline.model_id,
+                "templates": [np.asarray(t, "<f4").tobytes() for t in protected],
+                "enrolled_at": at,
+                "expires_at": expires,
+            },
+        )
+
+    # ---- authentication ------------------------------------------------------------------
+
+    def authenticate(
+        self, user: str, source: FrameSource, *, rp_id: str, origin: str, challenge: bytes
+    ) -> AuthResult:
+        """Capture until a decision or the timeout; on a match, sign an assertion for the RP."""
+        status = self.limiter.status()
+        if not status.allowed:
+            retry = status.retry_after if status.retry_after != float("inf") else None
+            return AuthResult(Outcome(OutcomeCode.LOCKED_OUT, retry, None), None, 0, FALLBACKS)
+        key, templates = self._templates(user)
+        captures, seen, rejected = self._capture(
+            source.frames(), want=self.policy.fuse_frames, limit=None
+        )
+        if not captures:
+            return AuthResult(_worst(rejected, seen), None, seen, FALLBACKS)
+        probes = key.protect(np.stack([c.embedding for c in captures]))
+        # Score-level fusion: the mean over frames of each frame's closest template.
+        dists = np.linalg.norm(probes[:, None, :] - templates[None, :, :], axis=2).min(axis=1)
+        fused = float(dists.mean())
+        if fused >= self.threshold:
+            after = self.limiter.record_failure()
+            offer = FALLBACKS if not after.allowed else ()
+            return AuthResult(Outcome(OutcomeCode.NO_MATCH), None, seen, offer)
+        self.limiter.record_face_success()
+        verification = UserVerification(
+            method=Method.FACE,
+            liveness=LivenessClaim.none(),
+            model=self.pipeline.model_id,
+            verified=True,
+        )
+        assertion = self.credentials.authenticate(
+            rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
+        )
+        return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
+
+    def _capture(
+        self, frames: Iterable[Frame], *, want: int, limit: int | None
+    ) -> tuple[list[Any], int, dict[str, int]]:
+        from devicebio.vision.pipeline import FaceCapture
+
+        good: list[Any] = []
+        rejected: Counter[str] = Counter()
+        seen = 0
+        start: float | None = None
+        for frame in frames:
+            start = frame.timestamp if start is None else start
+            if frame.timestamp - start > self.policy.timeout_s:
+                rejected[OutcomeCode.TIMEOUT.value] += 1
+                break
+            seen += 1
+            result = self.pipeline.analyze(frame.rgb)
+            if isinstance(result, FaceCapture):
+                good.append(result)
+                if self._on_frame:
+                    self._on_frame(None)
+                if len(good) >= want:
+                    break
+            else:
+                rejected[result.code.value] += 1
+                if self._on_frame:
+                    self._on_frame(result)
+            if limit is not None and seen >= limit:
+                break
+        return good, seen, dict(rejected)
+
+    def _templates(self, user: str) -> tuple[TemplateKey, np.ndarray]:
+        record = self._record(FACE, user)
+        if record.get("expires_at", 0) <= self._clock():
+            self.remove(user)
+            raise DeviceBioError(
+                Reason.NOT_ENROLLED,
+                f"{user}'s enrolment passed its retention period and was deleted",
+                hint="enrol again",
+            )
+        if record.get("model") != self.pipeline.model_id:
+            raise DeviceBioError(
+                Reason.NOT_ENROLLED,
+                f"{user} was enrolled with another face model",
+                hint="enrol again",
+            )
+        try:
+            templates = np.stack([np.frombuffer(t, "<f4") for t in record["templates"]])
+        except (KeyError, TypeError, ValueError):
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "face template record") from None
+        if templates.ndim != 2 or templates.shape[1] != 128:
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "face template record")
+        return TemplateKey.from_record(self._record(FACE_KEY, user)), templates
+
+    def _record(self, kind: str, user: str, *, rid: str | None = None) -> dict[str, Any]:
+        try:
+            record = self.vault.get(kind, rid or _check_user(user))
+        except DeviceBioError as exc:
+            if exc.reason is Reason.RECORD_NOT_FOUND:
+                raise DeviceBioError(
+                    Reason.NOT_ENROLLED, f"{user} is not enrolled", hint="devicebio enroll"
+                ) from None
+            raise
+        if not isinstance(record, dict):
+            raise DeviceBioError(Reason.RECORD_CORRUPT, f"{kind} record")
+        return record
+
+    # ---- fallbacks -----------------------------------------------------------------------
+
+    def authenticate_with_pin(
+        self, pin: str, *, rp_id: str, origin: str, challenge: bytes
+    ) -> Assertion:
+        Pin(self.vault).verify(pin)
+        return self._fallback_assertion(Method.PIN, rp_id, origin, challenge)
+
+    def authenticate_with_recovery_code(
+        self, code: str, *, rp_id: str, origin: str, challenge: bytes
+    ) -> Assertion:
+        RecoveryCodes(self.vault).use(code)
+        Pin(self.vault).unblock()
+        return self._fallback_assertion(Method.RECOVERY, rp_id, origin, challenge)
+
+    def _fallback_assertion(
+        self, method: Method, rp_id: str, origin: str, challenge: bytes
+    ) -> Assertion:
+        self.limiter.record_fallback_success()
+        verification = UserVerification(
+            method=method, liveness=LivenessClaim.none(), model=None, verified=True
+        )
+        return self.credentials.authenticate(
+            rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
+        )
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def users(self) -> list[EnrolledUser]:
+        out = []
+        for rid in self.vault.ids(FACE):
+            record = self._record(FACE, rid, rid=rid)
+            has_consent = self.vault.exists(CONSENT, rid)
+            consent = self._record(CONSENT, rid, rid=rid) if has_consent else {}
+            out.append(
+                EnrolledUser(
+                    user=str(record.get("user")),
+                    templates=len(record.get("templates", [])),
+                    model=str(record.get("model")),
+                    enrolled_at=float(record.get("enrolled_at", 0)),
+                    expires_at=float(record.get("expires_at", 0)),
+                    purpose=str(consent.get("purpose", "")),
+                )
+            )
+        return out
+
+    def renew(self, user: str) -> None:
+        """Re-key the user's templates: copies stored under the old key no longer match."""
+        old_key, templates = self._templates(user)
+        record = self._record(FACE, user)
+        new_key = TemplateKey.new()
+        renewed = old_key.rekey_to(new_key, templates)
+        self.vault.put(FACE_KEY, _check_user(user), new_key.to_record())
+        self._put_templates(user, renewed, record["enrolled_at"], record["expires_at"])
+
+    def remove(self, user: str) -> None:
+        """Delete the user's templates, their key (crypto-shredding) and the consent record."""
+        rid = _check_user(user)
+        for kind in (FACE_KEY, FACE, CONSENT):
+            self.vault.delete(kind, rid)
+
+    def purge_expired(self) -> list[str]:
+        now = self._clock()
+        gone = [u.user for u in self.users() if u.expires_at <= now]
+        for user in gone:
+            self.remove(user)
+        return gone
+
+
+def _check_user(user: str) -> str:
+    """The vault record id for ``user``: any name works, and none shows in the vault."""
+    if not isinstance(user, str) or not user or len(user) > 128:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "user must be a name of 1..128 chars")
+    return "u-" + hashlib.blake2b(user.encode(), digest_size=16).hexdigest()
+
+
+def _worst(rejected: dict[str, int], seen: int) -> Outcome:
+    """The most frequent quality problem, so the user gets one actionable message."""
+    if not rejected:
+        return Outcome(OutcomeCode.NO_FACE if seen else OutcomeCode.TIMEOUT)
+    code = max(rejected.items(), key=lambda kv: kv[1])[0]
+    return Outcome(OutcomeCode(code))

@@ -1,0 +1,191 @@
+"""Template protection: a per-enrolment secret transform that keeps matching exact.
+
+Every enrolment gets its own :class:`TemplateKey`, a 32-byte random seed kept in the vault.
+The seed determines a Haar-random orthonormal matrix ``Q`` (128 x 128); templates are stored
+as ``Q @ x`` and a probe is transformed with the same key before comparison. Because ``Q`` is
+orthonormal, ``|Q a - Q b| = |a - b|``: every Euclidean distance, hence every decision, FAR and
+FRR, is exactly what it was on raw embeddings (up to float32 rounding, ~1e-7).
+
+What this buys (ISO/IEC 24745's goals, against someone who does **not** hold the seed):
+
+- *renewability*: enrolling again with a new key yields a new template; the old one is
+  useless against probes transformed with the new key (``|Q1 x - Q2 y|`` is not a face
+  distance).
+- *unlinkability*: the same face enrolled under two keys (two apps, two devices, before and
+  after a reset) gives two templates that look unrelated; ``benchmarks/template_protection.py``
+  measures this with Gomez-Barrero et al.'s D<->sys (IEEE TIFS 2017).
+
+What it does **not** buy: the transform is invertible by design (``Q`` is orthonormal), so
+anyone who holds the seed -- i.e. anyone who can open the vault -- recovers the raw embedding.
+Irreversibility rests on the vault's encryption, not on this transform. And a rotation keeps
+one thing about a single vector: its length. ``|Q x| = |x|`` under every key, so the norm of
+an embedding is visible through any number of re-keyings; the benchmark measures how much
+that links two enrolments (for dlib's embeddings, see docs / the benchmark report).
+
+Why the matrix comes from SHAKE-256 and not ``numpy.random``:
+
+- the seed is 256 bits and every bit counts: ``np.random.seed(small_int)`` (Mersenne Twister,
+  32-bit seed) allows only 2**32 rotations, which an attacker holding two templates can simply
+  enumerate; and MT19937's state is recoverable from its output, so it is no CSPRNG;
+- the stream is *our* specification (domain-separated SHAKE-256 -> 53-bit uniforms ->
+  Box-Muller), so the same seed gives the same matrix on every numpy version and platform;
+  numpy makes no promise that ``Generator.standard_normal`` keeps its stream across releases,
+  and a changed stream would silently turn every stored template into garbage. Different
+  LAPACK/libm builds can still differ in the last bits of ``Q`` (~1e-15), which is far below
+  float32 resolution and harmless.
+
+Why no mean-centring (the "bias" of the design notes): a translation by a public constant
+``m`` also preserves distances, but it changes nothing an attacker can use -- the only
+rotation invariant of ``Q (x - m)`` is ``|x - m|``, as public as ``|x|`` -- and it would tie
+stored templates to one model's population mean. The benchmark reports the measured effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.utils
+import numpy as np
+
+from devicebio.errors import DeviceBioError, Reason
+
+DIM = 128
+SEED_SIZE = 32
+ALGORITHM = "haar-rotation/shake256/v1"
+_DOMAIN = b"devicebio/template-key/haar-rotation/v1\x00"
+_RECORD_KEYS = frozenset({"alg", "dim", "seed"})
+
+
+@dataclass(frozen=True, eq=False)
+class TemplateKey:
+    """The secret of one enrolment. Create with :meth:`new`; store with :meth:`to_record`.
+
+    ``repr`` never shows the seed; equality is a constant-time comparison of seeds.
+    """
+
+    _seed: bytes = field(repr=False)
+    _matrix: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self._seed, bytes) or len(self._seed) != SEED_SIZE:
+            raise DeviceBioError(
+                Reason.INVALID_ARGUMENT, f"a template key seed is {SEED_SIZE} bytes"
+            )
+        matrix = _rotation(self._seed, DIM)
+        matrix.setflags(write=False)
+        object.__setattr__(self, "_matrix", matrix)
+
+    @classmethod
+    def new(cls) -> TemplateKey:
+        """A fresh key from the OS CSPRNG (libsodium ``randombytes``)."""
+        return cls(nacl.utils.random(SEED_SIZE))
+
+    # ---- storage -------------------------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        """A CBOR-encodable value for :meth:`devicebio.vault.Vault.put` (it holds the seed)."""
+        return {"alg": ALGORITHM, "dim": DIM, "seed": self._seed}
+
+    @classmethod
+    def from_record(cls, obj: object) -> TemplateKey:
+        """The key stored by :meth:`to_record`; anything else is a typed error.
+
+        RECORD_CORRUPT for a malformed record, SCHEMA_UNSUPPORTED for a well-formed record of
+        an algorithm or dimension this SDK does not know (e.g. written by a newer version).
+        """
+        if not isinstance(obj, dict) or set(obj.keys()) != _RECORD_KEYS:
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "template key record is malformed")
+        alg, dim, seed = obj["alg"], obj["dim"], obj["seed"]
+        if not isinstance(alg, str) or type(dim) is not int or not isinstance(seed, bytes):
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "template key record has wrong types")
+        if alg != ALGORITHM or dim != DIM:
+            raise DeviceBioError(
+                Reason.SCHEMA_UNSUPPORTED, "template key record uses an unknown algorithm"
+            )
+        if len(seed) != SEED_SIZE:
+            raise DeviceBioError(Reason.RECORD_CORRUPT, "template key seed has the wrong size")
+        return cls(bytes(seed))
+
+    # ---- the transform -------------------------------------------------------------------
+
+    def protect(self, embeddings: np.ndarray) -> np.ndarray:
+        """Embedding(s) -> protected template(s): shape (128,) or (N, 128) in, same shape out,
+        float32. Use it for enrolment templates and for every probe compared with them."""
+        x = _check_embeddings(embeddings)
+        # Rows are vectors: x @ Q.T applies Q to each row.
+        return (x @ self._matrix.T).astype(np.float32)
+
+    def rekey_to(self, new_key: TemplateKey, protected: np.ndarray) -> np.ndarray:
+        """Templates protected under this key -> the same templates under ``new_key``.
+
+        The raw embedding is never formed: the two rotations are composed first
+        (``Q_new @ Q_old.T``) and applied once, so only protected values pass through memory
+        the caller sees. Equals ``new_key.protect(raw)`` to float32 rounding.
+        """
+        if not isinstance(new_key, TemplateKey):
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "new_key must be a TemplateKey")
+        p = _check_embeddings(protected)
+        composed = self._matrix @ new_key._matrix.T  # (Q_new @ Q_old.T).T, for row vectors
+        return (p @ composed).astype(np.float32)
+
+    # ---- hygiene -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return "TemplateKey(<secret>)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TemplateKey):
+            return NotImplemented
+        return hmac.compare_digest(self._seed, other._seed)
+
+    __hash__ = None  # type: ignore[assignment]  # a secret is no dictionary key
+
+    def __reduce__(self) -> Any:
+        # Pickling would copy the seed out of the vault's protection without anyone noticing.
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "a TemplateKey cannot be pickled")
+
+
+def _check_embeddings(embeddings: object) -> np.ndarray:
+    if not isinstance(embeddings, np.ndarray):
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT, f"embeddings are a numpy array, not {type(embeddings)}"
+        )
+    if embeddings.dtype.kind not in "fiu":
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"embeddings dtype {embeddings.dtype}")
+    if not (embeddings.shape == (DIM,) or (embeddings.ndim == 2 and embeddings.shape[1] == DIM)):
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT, f"embeddings have shape (128,) or (N, 128), not {embeddings.shape}"
+        )
+    x = embeddings.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "embeddings contain NaN or infinity")
+    return x
+
+
+def _gaussians(seed: bytes, count: int) -> np.ndarray:
+    """``count`` (even) standard normals from a domain-separated SHAKE-256 stream of ``seed``."""
+    stream = hashlib.shake_256(_DOMAIN + seed).digest(8 * count)
+    words = np.frombuffer(stream, dtype="<u8")
+    # 53-bit uniforms in the open interval (0, 1): the +0.5 keeps log() away from 0.
+    u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
+    u1, u2 = u[0::2], u[1::2]
+    radius = np.sqrt(-2.0 * np.log(u1))
+    angle = 2.0 * np.pi * u2
+    out = np.empty(count, dtype=np.float64)
+    out[0::2] = radius * np.cos(angle)
+    out[1::2] = radius * np.sin(angle)
+    return out
+
+
+def _rotation(seed: bytes, dim: int) -> np.ndarray:
+    """A Haar-distributed orthonormal matrix (Mezzadri 2007): QR of a Gaussian matrix, with the
+    signs of R's diagonal moved into Q -- without that fix, LAPACK's sign convention biases
+    the distribution away from Haar."""
+    g = _gaussians(seed, dim * dim).reshape(dim, dim)
+    q, r = np.linalg.qr(g)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    return np.ascontiguousarray(q * signs[None, :])

@@ -1,0 +1,63 @@
+"""Creating onnxruntime sessions the same way everywhere in the SDK."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from devicebio.errors import DeviceBioError, Reason
+
+
+def make_session(
+    model_bytes: bytes,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model_bytes``.
+
+    ``providers`` defaults to ``["CPUExecutionProvider"]`` (never whatever onnxruntime happens
+    to pick, so results do not change with the machine); ``threads`` (intra-op) defaults to
+    ``os.cpu_count()``. All graph optimisations are enabled.
+
+    Raises ``DeviceBioError`` with DEPENDENCY_MISSING when onnxruntime is not installed,
+    INVALID_ARGUMENT for a bad ``threads``/``providers`` value, and MODEL_BUILD_FAILED when
+    onnxruntime cannot load the model.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise DeviceBioError(
+            Reason.DEPENDENCY_MISSING,
+            "onnxruntime is not installed",
+            hint="pip install 'devicebio[device]'",
+        ) from exc
+    if not isinstance(model_bytes, bytes | bytearray | memoryview):
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "model_bytes must be bytes")
+    if threads is None:
+        threads = os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "threads must be a positive integer")
+    chosen = ["CPUExecutionProvider"] if providers is None else list(providers)
+    if not chosen or not all(isinstance(p, str) for p in chosen):
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "providers must be a list of names")
+    missing = [p for p in chosen if p not in ort.get_available_providers()]
+    if missing:
+        raise DeviceBioError(
+            Reason.DEPENDENCY_MISSING, f"onnxruntime provider(s) not available: {missing}"
+        )
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # One graph, run sequentially: inter-op parallelism only adds threads here.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: keep library output quiet
+    try:
+        return ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=chosen)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
+        raise DeviceBioError(
+            Reason.MODEL_BUILD_FAILED,
+            f"onnxruntime could not load the model ({type(exc).__name__})",
+        ) from exc

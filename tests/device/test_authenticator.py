@@ -1,0 +1,178 @@
+"""The Authenticator on real faces: enrol, match, refuse, lock out, fall back, renew, remove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] extra")
+
+from devicebio.authenticator import AuthPolicy, Authenticator, Consent  # noqa: E402
+from devicebio.errors import DeviceBioError, Reason  # noqa: E402
+from devicebio.knowledge import Pin  # noqa: E402
+from devicebio.outcome import OutcomeCode  # noqa: E402
+from devicebio.sources import StaticFrames  # noqa: E402
+from devicebio.vault import RawKey, Vault  # noqa: E402
+from devicebio.wire import Method  # noqa: E402
+from verifier import Policy, SQLiteStore, verify_assertion  # noqa: E402
+from verifier.challenges import Purpose, issue_challenge  # noqa: E402
+
+RP, ORIGIN = "bank.example", "https://bank.example"
+A, B = "Colin_Powell", "Tony_Blair"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def faces(lfw_dir: Path):
+    def load(name: str, *numbers: int) -> list[np.ndarray]:
+        out = []
+        for n in numbers:
+            bgr = cv2.imread(str(lfw_dir / "images" / name / f"{name}_{n:04d}.jpg"))
+            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        return out
+
+    return load
+
+
+@pytest.fixture()
+def setup(tmp_path: Path, pipeline, faces):
+    vault = Vault.create(tmp_path / "vault", RawKey(b"\x05" * 32))
+    clock = Clock()
+    auth = Authenticator(vault, pipeline=pipeline, clock=clock)
+    result = auth.enroll("Colin Powell", StaticFrames(faces(A, 1, 2, 3)), consent=Consent("test", 30))
+    assert result.ok, result
+    auth.credentials.register(rp_id=RP, origin=ORIGIN, challenge=b"r" * 32, user_name="colin",
+                              verification=_pin_verified())
+    return auth, vault, clock
+
+
+def rp_state(auth: Authenticator, tmp_path: Path):
+    store = SQLiteStore(tmp_path / "rp.sqlite")
+    from verifier import verify_registration
+
+    ch = issue_challenge(store, user="colin", purpose=Purpose.REGISTER)
+    reg = auth.credentials.register(
+        rp_id=RP, origin=ORIGIN, challenge=ch.value, user_name="colin",
+        verification=_pin_verified(),
+    )
+    verify_registration(credential=reg.to_json(), expected_challenge=ch.value,
+                        expected_origin=ORIGIN, expected_rp_id=RP, store=store, user="colin")
+    return store
+
+
+def _pin_verified():
+    from devicebio.credentials import UserVerification
+    from devicebio.wire import LivenessClaim
+
+    return UserVerification(method=Method.PIN, liveness=LivenessClaim.none(), model=None,
+                            verified=True)
+
+
+def test_genuine_face_is_accepted_and_verified_by_the_rp(setup, faces, tmp_path) -> None:
+    auth, _, _ = setup
+    store = rp_state(auth, tmp_path)
+    ch = issue_challenge(store, user="colin", purpose=Purpose.AUTHENTICATE)
+    result = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)),
+                               rp_id=RP, origin=ORIGIN, challenge=ch.value)
+    assert result.outcome.code is OutcomeCode.MATCHED and result.assertion is not None
+    verified = verify_assertion(credential=result.assertion.to_json(), expected_challenge=ch.value,
+                                expected_origin=ORIGIN, expected_rp_id=RP, store=store,
+                                policy=Policy())
+    assert verified.method is Method.FACE
+    assert verified.model == auth.pipeline.model_id
+
+
+def test_impostor_is_refused_and_counted(setup, faces) -> None:
+    auth, _, _ = setup
+    result = auth.authenticate("Colin Powell", StaticFrames(faces(B, 1, 2, 3)),
+                               rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+    assert result.outcome.code is OutcomeCode.NO_MATCH and result.assertion is None
+    assert auth.limiter.status().consecutive_failures == 1
+
+
+def test_five_failures_lock_out_then_pin_fallback(setup, faces) -> None:
+    auth, vault, clock = setup
+    Pin(vault).set("480213")
+    impostor = faces(B, 1, 2, 3)
+    for _ in range(5):
+        result = auth.authenticate("Colin Powell", StaticFrames(impostor),
+                                   rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+        assert result.outcome.code is OutcomeCode.NO_MATCH
+    assert "pin" in result.fallbacks
+    locked = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)),
+                               rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+    assert locked.outcome.code is OutcomeCode.LOCKED_OUT and locked.assertion is None
+    assertion = auth.authenticate_with_pin("480213", rp_id=RP, origin=ORIGIN, challenge=b"d" * 32)
+    assert assertion.sign_count >= 1
+    assert auth.limiter.status().allowed
+
+
+def test_dark_frames_give_advice_and_no_failed_attempt(setup, faces) -> None:
+    auth, _, _ = setup
+    dark = [(f * 0.12).astype(np.uint8) for f in faces(A, 4, 5, 6)]
+    result = auth.authenticate("Colin Powell", StaticFrames(dark),
+                               rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+    assert result.outcome.code is OutcomeCode.TOO_DARK and "light" in result.outcome.message
+    assert auth.limiter.status().consecutive_failures == 0
+
+
+def test_enrolment_refuses_two_people(tmp_path: Path, pipeline, faces) -> None:
+    vault = Vault.create(tmp_path / "v", RawKey(b"\x06" * 32))
+    auth = Authenticator(vault, pipeline=pipeline)
+    mixed = faces(A, 1, 2) + faces(B, 1)
+    result = auth.enroll("x", StaticFrames(mixed), consent=Consent("test", 30))
+    assert not result.ok and auth.users() == []
+
+
+def test_enrolment_without_enough_good_frames(tmp_path: Path, pipeline) -> None:
+    vault = Vault.create(tmp_path / "v", RawKey(b"\x06" * 32))
+    auth = Authenticator(vault, pipeline=pipeline)
+    blank = [np.full((240, 320, 3), 90, np.uint8)] * 4
+    result = auth.enroll("x", StaticFrames(blank), consent=Consent("test", 30))
+    assert result.outcome.code is OutcomeCode.NO_FACE
+
+
+def test_retention_expiry_deletes_templates(setup, faces) -> None:
+    auth, vault, clock = setup
+    clock.now += 31 * 86_400
+    with pytest.raises(DeviceBioError) as info:
+        auth.authenticate("Colin Powell", StaticFrames(faces(A, 4)), rp_id=RP, origin=ORIGIN,
+                          challenge=b"c" * 32)
+    assert info.value.reason is Reason.NOT_ENROLLED
+    assert auth.users() == []
+
+
+def test_renew_makes_old_templates_useless(setup, faces) -> None:
+    auth, vault, _ = setup
+    rid = next(iter(vault.ids("face")))
+    old_record = vault.get("face", rid)
+    auth.renew("Colin Powell")
+    ok = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)), rp_id=RP,
+                           origin=ORIGIN, challenge=b"c" * 32)
+    assert ok.outcome.code is OutcomeCode.MATCHED
+    vault.put("face", rid, old_record)  # an attacker restores the pre-renewal templates
+    stale = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)), rp_id=RP,
+                              origin=ORIGIN, challenge=b"c" * 32)
+    assert stale.outcome.code is OutcomeCode.NO_MATCH
+
+
+def test_users_and_remove(setup) -> None:
+    auth, vault, _ = setup
+    [user] = auth.users()
+    assert (user.user, user.templates, user.purpose) == ("Colin Powell", 3, "test")
+    auth.remove("Colin Powell")
+    assert auth.users() == []
+    for kind in ("face", "face_key", "consent"):
+        assert vault.ids(kind) == []
+    with pytest.raises(DeviceBioError) as info:
+        auth.renew("Colin Powell")
+    assert info.value.reason is Reason.NOT_ENROLLED
