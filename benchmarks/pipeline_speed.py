@@ -144,7 +144,7 @@ def _setup_devicebio(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Ru
     cv2.setNumThreads(args.threads)
     info["rss_after_imports_mb"] = _status_kb("VmRSS") / 1024
     t0 = time.perf_counter()
-    pipe = FacePipeline(detector=args.detector, threads=args.threads)
+    pipe = FacePipeline(detector=args.detector, threads=args.threads, mirror=args.mirror)
     info["init_s"] = time.perf_counter() - t0
     info["rss_after_models_mb"] = _status_kb("VmRSS") / 1024
     info |= {
@@ -154,6 +154,7 @@ def _setup_devicebio(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Ru
         "onnxruntime": ort.__version__,
         "opencv": cv2.__version__,
         "numpy": np.__version__,
+        "mirror": args.mirror,
     }
     select = args.select
 
@@ -302,6 +303,19 @@ def _worker_main(args: argparse.Namespace) -> int:
         proto.write("ok\n")
         proto.flush()
     info["os_threads"] = _threads_now()
+    # A frame with nobody in it (a uniform grey 640x480): what a webcam costs between faces.
+    # For devicebio "fast" this is BlazeFace *and* the MMOD fallback.
+    blank = np.full((FRAME_H, FRAME_W, 3), 128, dtype=np.uint8)
+    blank_ms = []
+    for _ in range(args.blank):
+        t0 = time.perf_counter_ns()
+        blank_status = run(blank)[0]
+        blank_ms.append(_ms(t0, time.perf_counter_ns()))
+    info["blank_frame"] = {
+        "ms_p50": float(np.median(blank_ms)) if blank_ms else None,
+        "status": blank_status if blank_ms else None,
+        "frames": len(blank_ms),
+    }
     info["micro_ms"] = _devicebio_micro(pipe, read, status, args.micro)
     info["vmhwm_mb"] = _status_kb("VmHWM") / 1024
     info |= {
@@ -373,6 +387,7 @@ class _Worker:
             *("--out", str(self.out), "--emb", str(self.emb), "--threads", str(args.threads)),
             *("--warmup", str(args.warmup), "--select", args.select),
             *("--dlib-upsample", str(args.dlib_upsample), "--micro", str(args.micro)),
+            *("--blank", str(args.blank), "--mirror" if args.mirror else "--no-mirror"),
         ]
         env = dict(os.environ)
         # Any BLAS/OpenMP pool in either process gets the same budget as onnxruntime.
@@ -513,6 +528,8 @@ def _summary(r: dict[str, Any]) -> dict[str, Any]:
         "rss_after_imports_mb": r["rss_after_imports_mb"],
         "rss_after_models_mb": r["rss_after_models_mb"],
         "init_s": r["init_s"],
+        "blank_frame_ms_p50": r["blank_frame"]["ms_p50"],
+        "blank_frame_status": r["blank_frame"]["status"],
         "cpu_util": r["cpu_util"],
         "os_threads": r["os_threads"],
     }
@@ -591,7 +608,7 @@ def _print_report(report: dict[str, Any], sums: dict[str, dict[str, Any]]) -> No
     print(
         f"frames:  {cfg['n']} LFW images (seed {cfg['seed']}) centred on {FRAME_W}x{FRAME_H} "
         f"black RGB; warm-up {cfg['warmup']} frames; devicebio select={cfg['select']!r}, "
-        f"mirror=True; dlib HOG upsample={cfg['dlib_upsample']}, num_jitters=1"
+        f"mirror={cfg['devicebio_mirror']}; dlib HOG upsample={cfg['dlib_upsample']}, num_jitters=1"
     )
     lo = report["loadavg_during"]
     print(
@@ -647,6 +664,11 @@ def _print_report(report: dict[str, Any], sums: dict[str, dict[str, Any]]) -> No
             f"{s['rss_after_models_mb']:.0f}, peak {s['peak_rss_mb']:.0f} (wait4), "
             f"VmHWM {s['vmhwm_mb']:.0f}; OS threads {s['os_threads']}"
         )
+        if s["blank_frame_ms_p50"] is not None:
+            print(
+                f"  a frame with no face (uniform grey): {s['blank_frame_ms_p50']:.1f} ms "
+                f"-> {s['blank_frame_status']}"
+            )
         if s["stages_ms"]:
             print(
                 "  stages, embedded frames, p50/mean ms (share of mean): "
@@ -681,6 +703,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--also-accurate", action="store_true", help='also detector="accurate"')
     p.add_argument("--micro", type=int, default=30, help="frames for the per-stage profile")
     p.add_argument(
+        "--blank", type=int, default=3, help="blank (no-face) frames timed at the end (default 3)"
+    )
+    p.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="devicebio mirror averaging (default on, the pipeline's default)",
+    )
+    p.add_argument(
         "--chunk", type=int, default=10, help="frames per turn when alternating (default 10)"
     )
     p.add_argument("--json", help="write the results here")
@@ -691,8 +722,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--emb", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.n < 1 or args.threads < 1 or args.chunk < 1 or args.warmup < 0:
-        p.error("--n, --threads and --chunk must be >= 1, --warmup >= 0")
+    if args.n < 1 or args.threads < 1 or args.chunk < 1:
+        p.error("--n, --threads and --chunk must be >= 1")
+    if min(args.warmup, args.micro, args.blank, args.dlib_upsample) < 0:
+        p.error("--warmup, --micro, --blank and --dlib-upsample must be >= 0")
     return args
 
 
@@ -738,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
         "devicebio_embedded": d["embedded"],
         "dlib_faces_found": r["faces_found"],
         "dlib_embedded": r["embedded"],
+        "devicebio_blank_frame_ms": d["blank_frame_ms_p50"],
+        "dlib_blank_frame_ms": r["blank_frame_ms_p50"],
         "loadavg_start": load_start,
         "loadavg_end": load_end,
         "loadavg_during": {"min": min(loads), "max": max(loads), "samples": loads},
@@ -749,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "select": args.select,
             "devicebio_detector": "fast (BlazeFace, MMOD fallback)",
-            "devicebio_mirror": True,
+            "devicebio_mirror": args.mirror,
             "dlib_upsample": args.dlib_upsample,
             "dlib_num_jitters": 1,
             "dlib_face": "largest HOG rectangle, one descriptor per frame",

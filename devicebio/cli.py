@@ -196,6 +196,8 @@ def cmd_authenticate(args: argparse.Namespace) -> int:
     from devicebio.credentials import Credentials
 
     vault = open_vault(args)
+    if args.method == "face":
+        return _authenticate_face(args, vault)
     verification = verify_knowledge(vault, args.method)
     assertion = Credentials(vault).authenticate(
         rp_id=args.rp_id,
@@ -204,6 +206,258 @@ def cmd_authenticate(args: argparse.Namespace) -> int:
         verification=verification,
     )
     print(json.dumps(assertion.to_json(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def _authenticator(vault: Any, args: argparse.Namespace) -> Any:
+    from devicebio.authenticator import Authenticator
+
+    def on_frame(outcome: Any) -> None:
+        if not getattr(args, "json", False):
+            print(f"  frame: {'ok' if outcome is None else outcome.message}", file=sys.stderr)
+
+    from devicebio.vision.pipeline import FacePipeline
+
+    pipeline = FacePipeline(progress=not getattr(args, "json", False))
+    return Authenticator(vault, pipeline=pipeline, on_frame=on_frame)
+
+
+def _source(args: argparse.Namespace) -> Any:
+    from devicebio.sources import open_source
+
+    return open_source(args.source)
+
+
+def _authenticate_face(args: argparse.Namespace, vault: Any) -> int:
+    if not args.user or not args.source:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "--method face needs --user and --source")
+    auth = _authenticator(vault, args)
+    source = _source(args)
+    try:
+        result = auth.authenticate(
+            args.user,
+            source,
+            rp_id=args.rp_id,
+            origin=args.origin,
+            challenge=challenge_bytes(args.challenge),
+        )
+    finally:
+        source.close()
+    if result.assertion is not None:
+        print(json.dumps(result.assertion.to_json(), indent=2, sort_keys=True))
+        return EXIT_OK
+    payload = {
+        "ok": False,
+        "outcome": result.outcome.code.value,
+        "message": result.outcome.message,
+        "fallbacks": list(result.fallbacks),
+    }
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(f"devicebio: {result.outcome.message}", file=sys.stderr)
+        if result.fallbacks:
+            print(f"fallbacks: --method {' | '.join(result.fallbacks)}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _require_pin_if_set(vault: Any) -> None:
+    """Changing who the face unlocks needs the knowledge factor: a thief holding the unlocked
+    device must not enrol their own face."""
+    from devicebio.knowledge import Pin
+
+    if Pin(vault).status().is_set:
+        Pin(vault).verify(read_secret("PIN: "))
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from devicebio.authenticator import Consent
+
+    if not args.consent:
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT,
+            "enrolment needs the user's explicit consent",
+            hint=f"show the user the purpose ({args.purpose!r}) and retention "
+            f"({args.retention_days} days), then pass --consent",
+        )
+    vault = open_vault(args)
+    _require_pin_if_set(vault)
+    auth = _authenticator(vault, args)
+    source = _source(args)
+    try:
+        result = auth.enroll(args.user, source, consent=Consent(args.purpose, args.retention_days))
+    finally:
+        source.close()
+    payload = {
+        "ok": result.ok,
+        "templates": result.templates,
+        "frames_seen": result.frames_seen,
+        "rejected": result.rejected,
+        "expires_at": result.expires_at,
+    }
+    if not result.ok and result.outcome is not None:
+        payload["outcome"] = result.outcome.code.value
+        payload["message"] = result.outcome.message
+    human = (
+        f"enrolled {args.user}: {result.templates} templates from {result.frames_seen} frames"
+        if result.ok
+        else f"not enrolled: {payload.get('message')} ({result.frames_seen} frames)"
+    )
+    emit(args, payload, human)
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from devicebio.authenticator import Authenticator
+
+    users = Authenticator(open_vault(args), pipeline=False).users()
+    rows = [
+        {
+            "user": u.user,
+            "templates": u.templates,
+            "model": u.model,
+            "purpose": u.purpose,
+            "enrolled_at": u.enrolled_at,
+            "expires_at": u.expires_at,
+        }
+        for u in users
+    ]
+    human = "\n".join(f"{r['user']}\t{r['templates']} templates\t{r['purpose']}" for r in rows)
+    emit(args, {"users": rows}, human or "nobody is enrolled")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from devicebio.authenticator import Authenticator
+
+    vault = open_vault(args)
+    _require_pin_if_set(vault)
+    Authenticator(vault, pipeline=False).remove(args.user)
+    emit(args, {"ok": True}, f"removed {args.user}: templates, their key and consent deleted")
+    return EXIT_OK
+
+
+def cmd_renew(args: argparse.Namespace) -> int:
+    vault = open_vault(args)
+    _require_pin_if_set(vault)
+    from devicebio.authenticator import Authenticator
+    from devicebio.vision.pipeline import FacePipeline
+
+    Authenticator(vault, pipeline=FacePipeline()).renew(args.user)
+    emit(args, {"ok": True}, f"renewed {args.user}: templates re-keyed, the old key destroyed")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import stat as stat_mod
+    from pathlib import Path
+
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"check": name, "ok": ok, "detail": detail})
+
+    try:
+        import onnxruntime
+
+        check(
+            "onnxruntime",
+            True,
+            f"{onnxruntime.__version__}, providers "
+            f"{', '.join(onnxruntime.get_available_providers())}",
+        )
+    except ImportError:
+        check("onnxruntime", False, "not installed: pip install 'devicebio[device]'")
+    try:
+        from devicebio.vision import models
+
+        for name in models.MODELS:
+            status = models.model_status(name)
+            detail = {
+                "ok": "matches its pinned sha256",
+                "missing": "not built yet (builds on first use, offline)",
+                "hash_mismatch": "DIFFERS from its pin: refused; devicebio models build --force",
+            }[status]
+            check(f"model {name}", status != "hash_mismatch", f"{detail} ({models.model_dir()})")
+    except DeviceBioError as exc:
+        check("models", False, str(exc))
+    if args.vault:
+        root = Path(args.vault)
+        if root.is_dir():
+            mode = stat_mod.S_IMODE(root.stat().st_mode)
+            check("vault permissions", mode & 0o077 == 0, f"{root} mode {mode:o}")
+            loose = [
+                p
+                for p in root.rglob("*")
+                if p.is_file() and stat_mod.S_IMODE(p.stat().st_mode) & 0o077
+            ]
+            check("vault files private", not loose, f"{len(loose)} files readable by others")
+            try:
+                from devicebio.credentials import Credentials
+                from devicebio.knowledge import AttemptLimiter
+
+                vault = open_vault(args)
+                creds = Credentials(vault).list()
+                check(
+                    "credentials",
+                    True,
+                    ", ".join(f"{c.rp_id}/{c.user} counter {c.sign_count}" for c in creds)
+                    or "none",
+                )
+                st = AttemptLimiter(vault).status()
+                check(
+                    "face attempts", st.allowed, f"{st.state}, {st.consecutive_failures} failures"
+                )
+            except DeviceBioError as exc:
+                check("vault opens", False, str(exc))
+        else:
+            check("vault", False, f"no vault at {root}")
+    ok = all(c["ok"] for c in checks)
+    human = "\n".join(
+        f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}" for c in checks
+    )
+    emit(args, {"ok": ok, "checks": checks}, human)
+    return EXIT_OK if ok else EXIT_ENV
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Show what the pipeline sees, frame by frame; change nothing."""
+    from devicebio.vision.pipeline import FaceCapture, FacePipeline
+
+    pipeline = FacePipeline(progress=not args.json)
+    templates = None
+    if args.user and args.vault:
+        from devicebio.authenticator import Authenticator
+
+        key, stored = Authenticator(open_vault(args), pipeline=pipeline)._templates(args.user)
+    source = _source(args)
+    rows = []
+    try:
+        for n, frame in enumerate(source.frames()):
+            if n >= args.frames:
+                break
+            result = pipeline.analyze(frame.rgb)
+            row: dict[str, Any] = {"frame": n, "liveness": "not checked"}
+            if isinstance(result, FaceCapture):
+                row.update({k: round(v, 1) for k, v in result.quality.items()})
+                row["verdict"] = "ok"
+                if templates is None and args.user and args.vault:
+                    templates = stored
+                if templates is not None:
+                    probe = key.protect(result.embedding)
+                    # Shown to the person at the device for troubleshooting; never stored.
+                    row["distance"] = round(
+                        float(((templates - probe) ** 2).sum(1).min() ** 0.5), 3
+                    )
+            else:
+                row["verdict"] = result.message
+            rows.append(row)
+            if not args.json:
+                print("  ".join(f"{k}={v}" for k, v in row.items()))
+    finally:
+        source.close()
+    if args.json:
+        print(json.dumps({"frames": rows}, indent=2))
     return EXIT_OK
 
 
@@ -358,14 +612,50 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, fn, help_)
         _vault_args(p)
         _rp_args(p)
-        p.add_argument(
-            "--method",
-            choices=["pin", "recovery"],
-            default="pin",
-            help="how the user is verified (secret read from stdin)",
-        )
         if name == "register":
+            p.add_argument(
+                "--method",
+                choices=["pin", "recovery"],
+                default="pin",
+                help="how the user is verified (secret read from stdin)",
+            )
             p.add_argument("--user", required=True, help="the account name at the RP")
+        else:
+            p.add_argument(
+                "--method",
+                choices=["face", "pin", "recovery"],
+                default="pin",
+                help="face (with --user and --source), or a PIN / recovery code from stdin",
+            )
+            p.add_argument("--user", help="the enrolled user (face)")
+            p.add_argument("--source", help="camera, camera:N, a video, a photo or a folder")
+
+    p = add("enroll", cmd_enroll, "enrol a face (needs the PIN when one is set)")
+    _vault_args(p)
+    p.add_argument("--user", required=True)
+    p.add_argument("--source", required=True, help="camera, camera:N, a video or photos")
+    p.add_argument("--purpose", default="sign-in on this device", help="shown to the user")
+    p.add_argument("--retention-days", type=int, default=365, help="templates deleted after")
+    p.add_argument("--consent", action="store_true", help="the user agreed to purpose/retention")
+    _vault_args(add("users", cmd_users, "list enrolled users (no biometric data)"))
+    for name, fn, help_ in (
+        ("remove", cmd_remove, "delete a user's templates and their key (needs the PIN)"),
+        ("renew", cmd_renew, "re-key a user's templates (needs the PIN)"),
+    ):
+        p = add(name, fn, help_)
+        _vault_args(p)
+        p.add_argument("--user", required=True)
+    p = add("doctor", cmd_doctor, "check models, hashes, onnxruntime, vault permissions")
+    p.add_argument("--vault", default=os.environ.get("DEVICEBIO_VAULT"))
+    p.add_argument("--keyring", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p = add("test", cmd_test, "show quality and distance frame by frame; changes nothing")
+    p.add_argument("--source", required=True)
+    p.add_argument("--vault", default=os.environ.get("DEVICEBIO_VAULT"))
+    p.add_argument("--keyring", action="store_true")
+    p.add_argument("--user", help="also show the distance to this user's templates")
+    p.add_argument("--frames", type=int, default=30, help="stop after this many frames")
+    p.add_argument("--json", action="store_true")
 
     _vault_args(add("credentials", cmd_credentials, "list credentials (no key material)"))
 
@@ -377,7 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("list", cmd_models_list, "what each model is, its licence and its pin"),
     ):
         p = add(name, fn, help_, m_sub)
-        p.add_argument("--cache-dir", help="model cache (default: $DEVICEBIO_MODEL_DIR or user cache)")
+        p.add_argument(
+            "--cache-dir", help="model cache (default: $DEVICEBIO_MODEL_DIR or user cache)"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "build":
             p.add_argument("--force", action="store_true", help="rebuild even if cached")

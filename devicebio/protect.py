@@ -1,43 +1,47 @@
 """Template protection: a per-enrolment secret transform that keeps matching exact.
 
 Every enrolment gets its own :class:`TemplateKey`, a 32-byte random seed kept in the vault.
-The seed determines a Haar-random orthonormal matrix ``Q`` (128 x 128); templates are stored
-as ``Q @ x`` and a probe is transformed with the same key before comparison. Because ``Q`` is
-orthonormal, ``|Q a - Q b| = |a - b|``: every Euclidean distance, hence every decision, FAR and
-FRR, is exactly what it was on raw embeddings (up to float32 rounding, ~1e-7).
+The seed determines a Haar-random orthonormal matrix ``Q`` (128 x 128) and an offset ``t``
+(128 standard normals); a template is stored as ``Q @ x + t`` and a probe is transformed
+with the same key before comparison. ``|(Q a + t) - (Q b + t)| = |Q (a - b)| = |a - b|``:
+every Euclidean distance, hence every decision, FAR and FRR, is what it was on raw
+embeddings, up to float32 rounding (~1e-7; the benchmark measures it on LFW).
 
 What this buys (ISO/IEC 24745's goals, against someone who does **not** hold the seed):
 
 - *renewability*: enrolling again with a new key yields a new template; the old one is
-  useless against probes transformed with the new key (``|Q1 x - Q2 y|`` is not a face
-  distance).
+  useless against probes transformed with the new key.
 - *unlinkability*: the same face enrolled under two keys (two apps, two devices, before and
-  after a reset) gives two templates that look unrelated; ``benchmarks/template_protection.py``
-  measures this with Gomez-Barrero et al.'s D<->sys (IEEE TIFS 2017).
+  after a reset) gives two templates that look unrelated. ``benchmarks/template_protection.py``
+  measures it with Gomez-Barrero et al.'s D<->sys (IEEE TIFS 2018).
 
-What it does **not** buy: the transform is invertible by design (``Q`` is orthonormal), so
-anyone who holds the seed -- i.e. anyone who can open the vault -- recovers the raw embedding.
-Irreversibility rests on the vault's encryption, not on this transform. And a rotation keeps
-one thing about a single vector: its length. ``|Q x| = |x|`` under every key, so the norm of
-an embedding is visible through any number of re-keyings; the benchmark measures how much
-that links two enrolments (for dlib's embeddings, see docs / the benchmark report).
+Why the offset ("bias"): a rotation alone hides everything about a vector except its length,
+``|Q x| = |x|`` under every key, and a dlib embedding's length is personal enough to link two
+enrolments (measured on LFW: D<->sys ~0.28 against ~0.1 for indistinguishable scores). With
+``t ~ N(0, I)``, ``|Q x + t|^2 = |x|^2 + |t|^2 + 2 t.Qx`` where ``|t|^2`` alone varies by ~16
+between keys while ``|x|^2`` is ~1; since ``Q x + t`` is isotropic for an attacker who knows
+neither ``Q`` nor ``t``, that length is the only thing he could use, and it is drowned. A unit
+offset keeps the stored components ~1, so float32 rounding stays ~1e-7. Mean-centring before
+the rotation (the other candidate) was measured and does not help: the rotation invariant
+``|x - m|`` is as personal as ``|x|``; it would also tie templates to one model's statistics.
+
+What it does **not** buy: the transform is invertible by design, so anyone who holds the seed
+-- i.e. anyone who can open the vault -- recovers the raw embedding. Irreversibility rests on
+the vault's encryption, not on this transform. Templates of ONE enrolment share a key, so
+their mutual distances are visible to whoever sees them (that is what matching needs).
 
 Why the matrix comes from SHAKE-256 and not ``numpy.random``:
 
 - the seed is 256 bits and every bit counts: ``np.random.seed(small_int)`` (Mersenne Twister,
-  32-bit seed) allows only 2**32 rotations, which an attacker holding two templates can simply
-  enumerate; and MT19937's state is recoverable from its output, so it is no CSPRNG;
+  32-bit seed) allows only 2**32 keys, which an attacker holding a template and a photo of
+  its owner can simply enumerate; and MT19937's state is recoverable from its output, so it
+  is no CSPRNG;
 - the stream is *our* specification (domain-separated SHAKE-256 -> 53-bit uniforms ->
-  Box-Muller), so the same seed gives the same matrix on every numpy version and platform;
+  Box-Muller), so the same seed gives the same transform on every numpy version and platform;
   numpy makes no promise that ``Generator.standard_normal`` keeps its stream across releases,
   and a changed stream would silently turn every stored template into garbage. Different
-  LAPACK/libm builds can still differ in the last bits of ``Q`` (~1e-15), which is far below
-  float32 resolution and harmless.
-
-Why no mean-centring (the "bias" of the design notes): a translation by a public constant
-``m`` also preserves distances, but it changes nothing an attacker can use -- the only
-rotation invariant of ``Q (x - m)`` is ``|x - m|``, as public as ``|x|`` -- and it would tie
-stored templates to one model's population mean. The benchmark reports the measured effect.
+  LAPACK/libm builds can still differ in the last bits of ``Q`` (~1e-15), far below float32
+  resolution and harmless.
 """
 
 from __future__ import annotations
@@ -54,9 +58,10 @@ from devicebio.errors import DeviceBioError, Reason
 
 DIM = 128
 SEED_SIZE = 32
-ALGORITHM = "haar-rotation/shake256/v1"
-_DOMAIN = b"devicebio/template-key/haar-rotation/v1\x00"
+ALGORITHM = "haar-rotation+offset/shake256/v1"
+_DOMAIN = b"devicebio/template-key/haar-rotation+offset/v1\x00"
 _RECORD_KEYS = frozenset({"alg", "dim", "seed"})
+_MAX_ABS = 1e6
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,15 +73,18 @@ class TemplateKey:
 
     _seed: bytes = field(repr=False)
     _matrix: np.ndarray = field(init=False, repr=False, compare=False)
+    _offset: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self._seed, bytes) or len(self._seed) != SEED_SIZE:
             raise DeviceBioError(
                 Reason.INVALID_ARGUMENT, f"a template key seed is {SEED_SIZE} bytes"
             )
-        matrix = _rotation(self._seed, DIM)
+        matrix, offset = _transform(self._seed, DIM)
         matrix.setflags(write=False)
+        offset.setflags(write=False)
         object.__setattr__(self, "_matrix", matrix)
+        object.__setattr__(self, "_offset", offset)
 
     @classmethod
     def new(cls) -> TemplateKey:
@@ -116,20 +124,22 @@ class TemplateKey:
         float32. Use it for enrolment templates and for every probe compared with them."""
         x = _check_embeddings(embeddings)
         # Rows are vectors: x @ Q.T applies Q to each row.
-        return (x @ self._matrix.T).astype(np.float32)
+        return (x @ self._matrix.T + self._offset).astype(np.float32)
 
     def rekey_to(self, new_key: TemplateKey, protected: np.ndarray) -> np.ndarray:
         """Templates protected under this key -> the same templates under ``new_key``.
 
-        The raw embedding is never formed: the two rotations are composed first
-        (``Q_new @ Q_old.T``) and applied once, so only protected values pass through memory
-        the caller sees. Equals ``new_key.protect(raw)`` to float32 rounding.
+        The raw embedding is never formed: the two transforms are composed first into one
+        affine map (``Q_new @ Q_old.T`` and a combined offset) and applied once. Equals
+        ``new_key.protect(raw)`` to float32 rounding.
         """
         if not isinstance(new_key, TemplateKey):
             raise DeviceBioError(Reason.INVALID_ARGUMENT, "new_key must be a TemplateKey")
         p = _check_embeddings(protected)
-        composed = self._matrix @ new_key._matrix.T  # (Q_new @ Q_old.T).T, for row vectors
-        return (p @ composed).astype(np.float32)
+        # raw = (p - t_old) Q_old  ->  new = raw Q_new.T + t_new  (row vectors)
+        composed = self._matrix @ new_key._matrix.T
+        shift = new_key._offset - self._offset @ composed
+        return (p @ composed + shift).astype(np.float32)
 
     # ---- hygiene -------------------------------------------------------------------------
 
@@ -157,11 +167,12 @@ def _check_embeddings(embeddings: object) -> np.ndarray:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, f"embeddings dtype {embeddings.dtype}")
     if not (embeddings.shape == (DIM,) or (embeddings.ndim == 2 and embeddings.shape[1] == DIM)):
         raise DeviceBioError(
-            Reason.INVALID_ARGUMENT, f"embeddings have shape (128,) or (N, 128), not {embeddings.shape}"
+            Reason.INVALID_ARGUMENT, f"embeddings are (128,) or (N, 128), not {embeddings.shape}"
         )
     x = embeddings.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise DeviceBioError(Reason.INVALID_ARGUMENT, "embeddings contain NaN or infinity")
+    # Embeddings and templates are O(1); the bound keeps every float32 output finite.
+    if not np.all(np.isfinite(x)) or (x.size and float(np.max(np.abs(x))) > _MAX_ABS):
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "embeddings contain NaN, inf or huge values")
     return x
 
 
@@ -180,12 +191,15 @@ def _gaussians(seed: bytes, count: int) -> np.ndarray:
     return out
 
 
-def _rotation(seed: bytes, dim: int) -> np.ndarray:
-    """A Haar-distributed orthonormal matrix (Mezzadri 2007): QR of a Gaussian matrix, with the
-    signs of R's diagonal moved into Q -- without that fix, LAPACK's sign convention biases
-    the distribution away from Haar."""
-    g = _gaussians(seed, dim * dim).reshape(dim, dim)
+def _transform(seed: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, t): the first dim*dim normals of the stream make Q, the next dim make t.
+
+    Q is Haar-distributed (Mezzadri 2007): the QR factor of a Gaussian matrix with the signs of
+    R's diagonal moved into Q -- without that fix, LAPACK's sign convention biases the
+    distribution away from Haar."""
+    z = _gaussians(seed, dim * dim + dim)
+    g, offset = z[: dim * dim].reshape(dim, dim), z[dim * dim :].copy()
     q, r = np.linalg.qr(g)
     signs = np.sign(np.diag(r))
     signs[signs == 0] = 1.0
-    return np.ascontiguousarray(q * signs[None, :])
+    return np.ascontiguousarray(q * signs[None, :]), offset

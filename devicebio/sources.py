@@ -201,7 +201,7 @@ class CameraSource(_CaptureSource):
 
 
 def open_source(spec: str) -> FrameSource:
-    """"camera", "camera:N", "camera:/dev/videoN", a video file, an image file or a folder."""
+    """ "camera", "camera:N", "camera:/dev/videoN", a video file, an image file or a folder."""
     if spec == "camera" or spec.startswith("camera:"):
         device = spec.partition(":")[2] or "0"
         return CameraSource(int(device) if device.isdigit() else device)

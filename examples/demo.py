@@ -1,12 +1,14 @@
-"""The main job, end to end: a device and a relying party, each through its own CLI.
+"""The main job, end to end: a device and a relying party talking over HTTP.
 
-Runs what a user would type: ``verifier`` (the RP) issues challenges, registers the device's
-credential, verifies assertions and publishes a signed revocation list; ``devicebio`` (the
-device) keeps a sealed vault, checks the PIN and signs. Every step has an expected result;
-the table shows what the RP decided and why, and the exit code is non-zero if any step
-deviates from what it should do.
+The relying party is the reference service (``verifier serve``: Starlette + uvicorn, SQLite,
+127.0.0.1 only) in its own process. The device is this process, using the SDK as an app would:
+a sealed vault, a PIN, real face models, real photos. Every step has an expected result; the
+table shows what the device and the relying party decided and why, and the exit code is
+non-zero if any step deviates.
 
-    python examples/demo.py [--workdir DIR] [--keep]
+    python examples/demo.py                       # faces from ../shared/data/lfw
+    python examples/demo.py --faces DIR           # DIR/<person>/*.jpg, two people or more
+    python examples/demo.py --camera              # enrol and authenticate you, live
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RP_ID, ORIGIN, USER = "bank.example", "https://bank.example", "alice"
-PIN, WRONG_PIN = "480213", "999990"
+RP_ID, ORIGIN = "bank.example", "https://bank.example"
+PIN = "480213"
+PERSON_A, PERSON_B = "Colin_Powell", "Tony_Blair"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -38,164 +45,243 @@ class Step:
         return self.expected == self.got
 
 
-class Demo:
+class RelyingParty:
+    """The reference RP service in a child process, and a tiny JSON client for it."""
+
     def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.db = str(workdir / "rp.sqlite")
-        self.vault = str(workdir / "device-vault")
-        self.steps: list[Step] = []
-        self.env = {**os.environ, "DEVICEBIO_PASSPHRASE": "demo passphrase, use a prompt in real life"}
+        self.token = secrets.token_urlsafe(24)
+        env = {**os.environ, "VERIFIER_ADMIN_TOKEN": self.token}
+        key = workdir / "rp-revocation.key"
+        _run([sys.executable, "-m", "verifier.cli", "keygen", "--out", str(key)], env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "verifier.cli", "serve", "--db", str(workdir / "rp.sqlite"),
+             "--rp-id", RP_ID, "--origin", ORIGIN, "--key", str(key), "--json"],
+            stdout=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the relying-party service did not start")
+        self.url = json.loads(line)["url"]
 
-    def run(self, tool: str, *args: str, stdin: str = "") -> tuple[int, str, str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", f"{tool}.cli", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.dir,
-            timeout=300,
+    def post(self, path: str, body: dict[str, Any], admin: bool = False) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if admin:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), headers, method="POST"
         )
-        return proc.returncode, proc.stdout, proc.stderr
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+                return dict(json.loads(response.read()))
+        except urllib.error.HTTPError as err:
+            return dict(json.loads(err.read() or b"{}"))
 
-    def must(self, tool: str, *args: str, stdin: str = "") -> str:
-        code, out, err = self.run(tool, *args, stdin=stdin)
-        if code != 0:
-            raise SystemExit(f"setup step failed: {tool} {' '.join(args)}\n{out}{err}")
-        return out
+    def challenge(self, user: str, purpose: str) -> bytes:
+        from devicebio.wire import b64url_decode
+
+        answer = self.post("/challenge", {"user": user, "purpose": purpose}, admin=True)
+        return b64url_decode(answer["challenge"])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
+
+
+def _photos(folder: Path) -> list[Any]:
+    from devicebio.sources import ImageFolderSource
+
+    return [f.rgb for f in ImageFolderSource(folder).frames()]
+
+
+class Demo:
+    def __init__(self, workdir: Path, faces: Path | None, camera: bool) -> None:
+        self.workdir = workdir
+        self.faces = faces
+        self.camera = camera
+        self.steps: list[Step] = []
 
     def record(self, name: str, expected: str, got: str, why: str) -> None:
         self.steps.append(Step(name, expected, got, why))
+        mark = "ok" if expected == got else "DEVIATES"
+        print(f"  {name}: {got} ({why}) [{mark}]", flush=True)
 
-    def challenge(self, purpose: str) -> str:
-        out = self.must("verifier", "challenge", "--db", self.db, "--user", USER,
-                        "--purpose", purpose, "--json")
-        return str(json.loads(out)["challenge"])
+    def sources(self) -> tuple[Any, Any, Any]:
+        """Enrolment frames of A, other frames of A, frames of B."""
+        from devicebio.sources import StaticFrames, open_source
 
-    def device_sign(self, challenge: str, secret: str, method: str = "pin") -> tuple[int, str, str]:
-        return self.run(
-            "devicebio", "authenticate", "--vault", self.vault, "--rp-id", RP_ID,
-            "--origin", ORIGIN, f"--challenge={challenge}", "--method", method, stdin=secret + "\n",
+        if self.camera:
+            print("camera mode: look at the camera to enrol; the impostor step needs someone else")
+            return open_source("camera"), open_source("camera"), open_source("camera")
+        assert self.faces is not None
+        people = sorted(p for p in self.faces.iterdir() if p.is_dir())
+        if (self.faces / PERSON_A).is_dir() and (self.faces / PERSON_B).is_dir():
+            a, b = self.faces / PERSON_A, self.faces / PERSON_B
+        elif len(people) >= 2:
+            a, b = people[0], people[1]
+        else:
+            raise SystemExit(f"{self.faces} needs a folder per person, two people at least")
+        photos_a, photos_b = _photos(a), _photos(b)
+        if len(photos_a) < 6:
+            raise SystemExit(f"{a} needs 6 photos (3 to enrol, 3 to authenticate)")
+        return (
+            StaticFrames(photos_a[:3]),
+            StaticFrames(photos_a[3:6]),
+            StaticFrames(photos_b[:3]),
         )
-
-    def rp_verify(self, challenge: str, assertion_file: str) -> dict[str, Any]:
-        code, out, err = self.run(
-            "verifier", "verify", "--db", self.db, "--rp-id", RP_ID, "--origin", ORIGIN,
-            f"--challenge={challenge}", "--file", assertion_file, "--issuer-key", "rp-revocation.pub",
-            "--json",
-        )
-        try:
-            return dict(json.loads(out))
-        except ValueError:
-            return {"ok": False, "reason": f"exit {code}: {err.strip()[:80]}"}
 
     def main(self) -> int:
-        # Relying party set-up: its revocation-list key and a first (empty) signed list.
-        self.must("verifier", "keygen", "--out", "rp-revocation.key",
-                  "--public-out", "rp-revocation.pub")
-        self.must("verifier", "revocation", "publish", "--db", self.db,
-                  "--key", "rp-revocation.key")
-        # Device set-up: a sealed vault, a PIN, recovery codes.
-        self.must("devicebio", "init", "--vault", self.vault)
-        self.must("devicebio", "pin", "set", "--vault", self.vault, stdin=PIN + "\n")
-        self.must("devicebio", "recovery-codes", "new", "--vault", self.vault, stdin=PIN + "\n")
+        from devicebio import PassphraseKey, Pin, RecoveryCodes, Vault
+        from devicebio.authenticator import Authenticator, Consent
+        from devicebio.credentials import UserVerification
+        from devicebio.wire import LivenessClaim, Method
 
-        # 1. Registration.
-        ch = self.challenge("register")
-        code, out, err = self.run(
-            "devicebio", "register", "--vault", self.vault, "--rp-id", RP_ID, "--origin", ORIGIN,
-            f"--challenge={ch}", "--user", USER, stdin=PIN + "\n",
-        )
-        (self.dir / "registration.json").write_text(out)
-        code, out, err = self.run(
-            "verifier", "register", "--db", self.db, "--rp-id", RP_ID, "--origin", ORIGIN,
-            "--user", USER, f"--challenge={ch}", "--file", "registration.json", "--json",
-        )
-        res = _json(out)
-        self.credential_id = res.get("credential_id", "")
-        self.record("register device credential (PIN-verified)", "accepted",
-                    _verdict(res), _why(res))
+        enrol, genuine, impostor = self.sources()
+        rp = RelyingParty(self.workdir)
+        print(f"relying party: {rp.url} (reference service, SQLite, loopback)")
+        try:
+            vault = Vault.create(self.workdir / "vault", PassphraseKey("demo: use a prompt"))
+            Pin(vault).set(PIN)
+            RecoveryCodes(vault).new()
+            print("device: vault created (Argon2id + XChaCha20-Poly1305), PIN and recovery codes set")
+            print("device: loading face models (built from installed packages on first use)")
+            auth = Authenticator(vault)
+            auth.pipeline  # noqa: B018 (load the models before the timed steps)
 
-        # 2. Authenticate with the PIN.
-        ch = self.challenge("authenticate")
-        _, out, _ = self.device_sign(ch, PIN)
-        (self.dir / "assertion-1.json").write_text(out)
-        res = self.rp_verify(ch, "assertion-1.json")
-        self.record("authenticate with PIN", "accepted", _verdict(res), _why(res))
+            # 1. Register the device credential (the user proves the PIN).
+            ch = rp.challenge("alice", "register")
+            pin_ok = UserVerification(Method.PIN, LivenessClaim.none(), None, verified=True)
+            Pin(vault).verify(PIN)
+            reg = auth.credentials.register(
+                rp_id=RP_ID, origin=ORIGIN, challenge=ch, user_name="alice", verification=pin_ok
+            )
+            res = rp.post("/register", {"user": "alice", "challenge": _b64(ch),
+                                        "credential": reg.to_json()}, admin=True)  # fmt: skip
+            self.record("register the device", "accepted", _verdict(res), _rp_why(res))
 
-        # 3. Replay the same assertion.
-        res = self.rp_verify(ch, "assertion-1.json")
-        self.record("replay the same assertion", "refused", _verdict(res), _why(res))
+            # 2. Enrol person A's face.
+            result = auth.enroll("alice", enrol, consent=Consent("sign in to the bank", 30))
+            self.record(
+                "enrol A's face", "enrolled", "enrolled" if result.ok else "refused",
+                f"{result.templates} protected templates from {result.frames_seen} frames"
+                if result.ok else result.outcome.message if result.outcome else "",
+            )  # fmt: skip
 
-        # 4. Wrong PIN: the device refuses to sign at all.
-        ch = self.challenge("authenticate")
-        code, _, err = self.device_sign(ch, WRONG_PIN)
-        self.record("wrong PIN on the device", "refused",
-                    "refused" if code == 1 else f"exit {code}", err.strip().split(": ", 1)[-1])
+            # 3. A authenticates with other photos.
+            res = self.face_round(auth, rp, genuine)
+            self.record("A authenticates by face", "accepted", _verdict(res), _rp_why(res))
 
-        # 5. The RP revokes the credential (lost device) and publishes the list.
-        code, out, err = self.run(
-            "verifier", "revoke", "--db", self.db, "--key", "rp-revocation.key",
-            f"--credential-id={self.credential_id}", "--reason", "user_key_physical_compromise",
-            "--json",
-        )
-        listed = _json(out).get("list") or {}
-        self.record("RP publishes a revocation list", "accepted",
-                    "accepted" if code == 0 else "refused",
-                    f"serial {listed.get('serial')}, {len(listed.get('entries', []))} entry")
+            # 4-8. B presents five times: refused on the device, then locked out.
+            for attempt in range(1, 6):
+                res = self.face_round(auth, rp, impostor)
+                self.record(f"B presents (attempt {attempt})", "refused", _verdict(res),
+                            res.get("why", _rp_why(res)))  # fmt: skip
+            res = self.face_round(auth, rp, genuine)
+            self.record("A again, during lockout", "locked_out", res.get("device", "?"),
+                        res.get("why", ""))  # fmt: skip
 
-        # 6. The next assertion from that credential is refused.
-        _, out, _ = self.device_sign(ch, PIN)
-        (self.dir / "assertion-2.json").write_text(out)
-        res = self.rp_verify(ch, "assertion-2.json")
-        self.record("authenticate after revocation", "refused", _verdict(res), _why(res))
+            # 9. PIN fallback: accepted, and the RP's policy marks it weaker.
+            ch = rp.challenge("alice", "authenticate")
+            assertion = auth.authenticate_with_pin(PIN, rp_id=RP_ID, origin=ORIGIN, challenge=ch)
+            res = rp.post("/verify", {"challenge": _b64(ch), "credential": assertion.to_json()})
+            got = _verdict(res)
+            if got == "accepted" and res.get("method") == "pin" and res.get("assurance") != "weaker":
+                got = "accepted, but not marked weaker"
+            self.record("PIN fallback", "accepted", got, _rp_why(res))
 
+            # 10. The RP revokes the credential (lost device) and publishes the list.
+            res = rp.post("/revoke", {"credential_id": reg.to_json()["id"],
+                                      "reason": "user_key_physical_compromise"}, admin=True)  # fmt: skip
+            listed = res.get("list") or {}
+            self.record("RP revokes the credential", "accepted", _verdict(res),
+                        f"signed list serial {listed.get('serial')}, "
+                        f"{len(listed.get('entries', []))} entry")  # fmt: skip
+
+            # 11. A's next (valid) face assertion is refused by the RP.
+            res = self.face_round(auth, rp, genuine)
+            self.record("A after revocation", "refused", _verdict(res), _rp_why(res))
+        finally:
+            rp.close()
         return self.report()
+
+    def face_round(self, auth: Any, rp: RelyingParty, frames: Any) -> dict[str, Any]:
+        ch = rp.challenge("alice", "authenticate")
+        result = auth.authenticate("alice", frames, rp_id=RP_ID, origin=ORIGIN, challenge=ch)
+        if result.assertion is None:
+            return {
+                "ok": False,
+                "device": result.outcome.code.value,
+                "why": f"device: {result.outcome.message}; nothing sent"
+                + (f"; offers {', '.join(result.fallbacks)}" if result.fallbacks else ""),
+            }
+        return rp.post("/verify", {"challenge": _b64(ch), "credential": result.assertion.to_json()})
 
     def report(self) -> int:
         width = max(len(s.name) for s in self.steps)
-        print(f"\n{'step':<{width}}  {'expected':<9} {'RP decided':<10} why")
-        print("-" * (width + 60))
+        print(f"\n{'step':<{width}}  {'expected':<10} {'decided':<10} why")
+        print("-" * (width + 80))
         for s in self.steps:
-            mark = "ok " if s.ok else "DEVIATES"
-            print(f"{s.name:<{width}}  {s.expected:<9} {s.got:<10} {s.why}  [{mark}]")
+            mark = "" if s.ok else "   <-- DEVIATES"
+            print(f"{s.name:<{width}}  {s.expected:<10} {s.got:<10} {s.why}{mark}")
         bad = [s for s in self.steps if not s.ok]
         print(f"\n{len(self.steps) - len(bad)}/{len(self.steps)} steps as expected")
         return 1 if bad else 0
 
 
-def _json(text: str) -> dict[str, Any]:
-    try:
-        return dict(json.loads(text))
-    except ValueError:
-        return {}
+def _b64(data: bytes) -> str:
+    from devicebio.wire import b64url_encode
+
+    return b64url_encode(data)
 
 
 def _verdict(res: dict[str, Any]) -> str:
     return "accepted" if res.get("ok") else "refused"
 
 
-def _why(res: dict[str, Any]) -> str:
+def _rp_why(res: dict[str, Any]) -> str:
+    if "decision" in res:
+        return f"RP: {res['decision']}"
     if not res.get("ok"):
-        return f"reason: {res.get('reason')}"
-    bits = [f"method {res.get('method')}", f"assurance {res.get('assurance')}"]
-    if "sign_count" in res:
-        bits.append(f"counter {res['sign_count']}")
-    return ", ".join(bits)
+        return f"RP: refused, reason {res.get('reason')}"
+    return "RP: " + ", ".join(f"{k} {res[k]}" for k in ("method", "assurance") if k in res)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", help="where the RP database and the vault go (default: temp)")
-    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--faces", help="folder with one sub-folder of photos per person")
+    parser.add_argument("--camera", action="store_true", help="use the camera instead of photos")
+    parser.add_argument("--workdir", help="keep the RP database and the vault here")
     args = parser.parse_args()
+    faces = None
+    if not args.camera:
+        lfw = Path(os.environ.get("DEVICEBIO_LFW", REPO.parent / "shared" / "data" / "lfw"))
+        faces = Path(args.faces) if args.faces else lfw / "images"
+        if not faces.is_dir():
+            print(
+                f"no face photos at {faces}.\n"
+                "Point the demo at photos or a camera instead:\n"
+                "  tox -e demo -- --faces DIR    (DIR/<person>/*.jpg: two people, 6+ photos of one)\n"
+                "  tox -e demo -- --camera       (enrol and authenticate yourself)\n"
+                "  or set DEVICEBIO_LFW to a folder holding LFW's images/ and pairs.txt",
+                file=sys.stderr,
+            )
+            return 2
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="devicebio-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"devicebio demo: working in {workdir}")
+    print(f"devicebio demo (working in {workdir})")
     try:
-        return Demo(workdir).main()
+        return Demo(workdir, faces, args.camera).main()
     finally:
-        if not args.keep and not args.workdir:
+        if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -380,6 +380,30 @@ def _cmd_revocation_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from verifier.server import create_app, serve
+    except ImportError:
+        raise _UsageError("the HTTP service needs: pip install 'devicebio[server]'") from None
+    token = os.environ.get("VERIFIER_ADMIN_TOKEN")
+    policy = _policy(args)
+    app = create_app(
+        db=args.db,
+        rp_id=args.rp_id,
+        origin=args.origin,
+        revocation_key_file=args.key,
+        policy=policy,
+        admin_token=token,
+        open_registration=args.open_registration,
+    )
+
+    def listening(url: str) -> None:
+        print(json.dumps({"url": url}) if args.json else f"verifier serving on {url}", flush=True)
+
+    serve(app, host=args.host, port=args.port, on_listening=listening)
+    return EXIT_OK
+
+
 def _cmd_revocation_install(args: argparse.Namespace) -> int:
     data = _read_input(args.file)
     key = _load_verify_key(args.issuer_key)
@@ -793,6 +817,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("install", _cmd_revocation_install, "install a signed list", where=rev_sub)
     p.add_argument("--issuer-key", required=True, help="public key of the list's issuer")
     p.add_argument("file", nargs="?", help="signed list (default: stdin)")
+
+    p = command("serve", _cmd_serve, "the reference relying-party HTTP service (loopback)")
+    p.add_argument("--rp-id", required=True)
+    p.add_argument("--origin", required=True)
+    p.add_argument("--key", help="revocation-list signing key (enables /revoke, /revocation)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    p.add_argument("--methods", help="accepted methods, comma-separated (default: all)")
+    p.add_argument("--require-liveness", action="store_true")
+    p.add_argument(
+        "--open-registration", action="store_true", help="anyone may register a new user"
+    )
 
     p = command(
         "inspect",

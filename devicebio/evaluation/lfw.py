@@ -48,16 +48,21 @@ def parse_pairs(path: Path) -> tuple[int, list[Pair]]:
     try:
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"cannot read pairs file {path}: {exc}")
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT, f"cannot read pairs file {path}: {exc}"
+        ) from None
     try:
         folds, per = int(lines[0][0]), int(lines[0][1])
     except (IndexError, ValueError):
-        raise DeviceBioError(Reason.MALFORMED_DATA, "pairs file must start with 'folds n'") from None
+        raise DeviceBioError(
+            Reason.MALFORMED_DATA, "pairs file must start with 'folds n'"
+        ) from None
     pairs: list[Pair] = []
     body = lines[1:]
     if len(body) != folds * 2 * per:
         raise DeviceBioError(
-            Reason.MALFORMED_DATA, f"pairs file has {len(body)} pairs, header says {folds * 2 * per}"
+            Reason.MALFORMED_DATA,
+            f"pairs file has {len(body)} pairs, header says {folds * 2 * per}",
         )
     for n, parts in enumerate(body):
         fold = n // (2 * per)
@@ -71,7 +76,9 @@ def parse_pairs(path: Path) -> tuple[int, list[Pair]]:
             else:
                 raise ValueError
         except ValueError:
-            raise DeviceBioError(Reason.MALFORMED_DATA, f"pairs line {n + 2} is malformed") from None
+            raise DeviceBioError(
+                Reason.MALFORMED_DATA, f"pairs line {n + 2} is malformed"
+            ) from None
     return folds, pairs
 
 
@@ -111,7 +118,7 @@ def evaluate(
 
     from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
 
-    n_folds, pairs = parse_pairs(pairs_file)
+    _n_folds, pairs = parse_pairs(pairs_file)
     if folds is not None:
         pairs = [p for p in pairs if p.fold in folds]
     wanted = sorted({p.a for p in pairs} | {p.b for p in pairs})

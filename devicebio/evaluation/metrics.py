@@ -16,7 +16,9 @@ def best_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return 0.0
-    candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
+    candidates = np.concatenate(
+        [[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]]
+    )
     g = np.sort(genuine)
     i = np.sort(impostor)
     accepted_g = np.searchsorted(g, candidates, side="left")  # genuine < t

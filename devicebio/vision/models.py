@@ -244,29 +244,26 @@ def build_models(
     A cached file that fails its pin is NOT silently replaced (that would hide tampering):
     loading it raises, and ``force=True`` (``devicebio models build --force``) rebuilds it.
     """
-    todo = list(names or MODELS)
+    names = list(names or MODELS)
+    todo = [n for n in names if force or model_status(n, cache_dir) == "missing"]
     bar = None
-    if progress:
+    if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="building face models (offline)", unit="model")
-    paths = []
+        bar = tqdm(total=len(todo), desc="building face models (offline, once)", unit="model")
     for name in todo:
         if bar is not None:
             bar.set_postfix_str(name)
-        if force or model_status(name, cache_dir) == "missing":
-            paths.append(build_model(name, cache_dir))
-        else:
-            paths.append(model_dir(cache_dir) / MODELS[name].filename)
+        build_model(name, cache_dir)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    return paths
+    return [model_dir(cache_dir) / MODELS[n].filename for n in names]
 
 
 def model_status(name: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """"ok", "missing" or "hash_mismatch"."""
+    """ "ok", "missing" or "hash_mismatch"."""
     path = model_dir(cache_dir) / _spec(name).filename
     if not path.is_file():
         return "missing"

@@ -9,7 +9,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] extra")
 
-from devicebio.authenticator import AuthPolicy, Authenticator, Consent  # noqa: E402
+from devicebio.authenticator import Authenticator, Consent  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
 from devicebio.knowledge import Pin  # noqa: E402
 from devicebio.outcome import OutcomeCode  # noqa: E402
@@ -48,10 +48,17 @@ def setup(tmp_path: Path, pipeline, faces):
     vault = Vault.create(tmp_path / "vault", RawKey(b"\x05" * 32))
     clock = Clock()
     auth = Authenticator(vault, pipeline=pipeline, clock=clock)
-    result = auth.enroll("Colin Powell", StaticFrames(faces(A, 1, 2, 3)), consent=Consent("test", 30))
+    result = auth.enroll(
+        "Colin Powell", StaticFrames(faces(A, 1, 2, 3)), consent=Consent("test", 30)
+    )
     assert result.ok, result
-    auth.credentials.register(rp_id=RP, origin=ORIGIN, challenge=b"r" * 32, user_name="colin",
-                              verification=_pin_verified())
+    auth.credentials.register(
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"r" * 32,
+        user_name="colin",
+        verification=_pin_verified(),
+    )
     return auth, vault, clock
 
 
@@ -61,11 +68,20 @@ def rp_state(auth: Authenticator, tmp_path: Path):
 
     ch = issue_challenge(store, user="colin", purpose=Purpose.REGISTER)
     reg = auth.credentials.register(
-        rp_id=RP, origin=ORIGIN, challenge=ch.value, user_name="colin",
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=ch.value,
+        user_name="colin",
         verification=_pin_verified(),
     )
-    verify_registration(credential=reg.to_json(), expected_challenge=ch.value,
-                        expected_origin=ORIGIN, expected_rp_id=RP, store=store, user="colin")
+    verify_registration(
+        credential=reg.to_json(),
+        expected_challenge=ch.value,
+        expected_origin=ORIGIN,
+        expected_rp_id=RP,
+        store=store,
+        user="colin",
+    )
     return store
 
 
@@ -73,43 +89,61 @@ def _pin_verified():
     from devicebio.credentials import UserVerification
     from devicebio.wire import LivenessClaim
 
-    return UserVerification(method=Method.PIN, liveness=LivenessClaim.none(), model=None,
-                            verified=True)
+    return UserVerification(
+        method=Method.PIN, liveness=LivenessClaim.none(), model=None, verified=True
+    )
 
 
 def test_genuine_face_is_accepted_and_verified_by_the_rp(setup, faces, tmp_path) -> None:
     auth, _, _ = setup
     store = rp_state(auth, tmp_path)
     ch = issue_challenge(store, user="colin", purpose=Purpose.AUTHENTICATE)
-    result = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)),
-                               rp_id=RP, origin=ORIGIN, challenge=ch.value)
+    result = auth.authenticate(
+        "Colin Powell", StaticFrames(faces(A, 4, 5, 6)), rp_id=RP, origin=ORIGIN, challenge=ch.value
+    )
     assert result.outcome.code is OutcomeCode.MATCHED and result.assertion is not None
-    verified = verify_assertion(credential=result.assertion.to_json(), expected_challenge=ch.value,
-                                expected_origin=ORIGIN, expected_rp_id=RP, store=store,
-                                policy=Policy())
+    verified = verify_assertion(
+        credential=result.assertion.to_json(),
+        expected_challenge=ch.value,
+        expected_origin=ORIGIN,
+        expected_rp_id=RP,
+        store=store,
+        policy=Policy(),
+    )
     assert verified.method is Method.FACE
     assert verified.model == auth.pipeline.model_id
 
 
 def test_impostor_is_refused_and_counted(setup, faces) -> None:
     auth, _, _ = setup
-    result = auth.authenticate("Colin Powell", StaticFrames(faces(B, 1, 2, 3)),
-                               rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+    result = auth.authenticate(
+        "Colin Powell",
+        StaticFrames(faces(B, 1, 2, 3)),
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"c" * 32,
+    )
     assert result.outcome.code is OutcomeCode.NO_MATCH and result.assertion is None
     assert auth.limiter.status().consecutive_failures == 1
 
 
 def test_five_failures_lock_out_then_pin_fallback(setup, faces) -> None:
-    auth, vault, clock = setup
+    auth, vault, _clock = setup
     Pin(vault).set("480213")
     impostor = faces(B, 1, 2, 3)
     for _ in range(5):
-        result = auth.authenticate("Colin Powell", StaticFrames(impostor),
-                                   rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+        result = auth.authenticate(
+            "Colin Powell", StaticFrames(impostor), rp_id=RP, origin=ORIGIN, challenge=b"c" * 32
+        )
         assert result.outcome.code is OutcomeCode.NO_MATCH
     assert "pin" in result.fallbacks
-    locked = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)),
-                               rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+    locked = auth.authenticate(
+        "Colin Powell",
+        StaticFrames(faces(A, 4, 5, 6)),
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"c" * 32,
+    )
     assert locked.outcome.code is OutcomeCode.LOCKED_OUT and locked.assertion is None
     assertion = auth.authenticate_with_pin("480213", rp_id=RP, origin=ORIGIN, challenge=b"d" * 32)
     assert assertion.sign_count >= 1
@@ -119,8 +153,9 @@ def test_five_failures_lock_out_then_pin_fallback(setup, faces) -> None:
 def test_dark_frames_give_advice_and_no_failed_attempt(setup, faces) -> None:
     auth, _, _ = setup
     dark = [(f * 0.12).astype(np.uint8) for f in faces(A, 4, 5, 6)]
-    result = auth.authenticate("Colin Powell", StaticFrames(dark),
-                               rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
+    result = auth.authenticate(
+        "Colin Powell", StaticFrames(dark), rp_id=RP, origin=ORIGIN, challenge=b"c" * 32
+    )
     assert result.outcome.code is OutcomeCode.TOO_DARK and "light" in result.outcome.message
     assert auth.limiter.status().consecutive_failures == 0
 
@@ -142,11 +177,12 @@ def test_enrolment_without_enough_good_frames(tmp_path: Path, pipeline) -> None:
 
 
 def test_retention_expiry_deletes_templates(setup, faces) -> None:
-    auth, vault, clock = setup
+    auth, _vault, clock = setup
     clock.now += 31 * 86_400
     with pytest.raises(DeviceBioError) as info:
-        auth.authenticate("Colin Powell", StaticFrames(faces(A, 4)), rp_id=RP, origin=ORIGIN,
-                          challenge=b"c" * 32)
+        auth.authenticate(
+            "Colin Powell", StaticFrames(faces(A, 4)), rp_id=RP, origin=ORIGIN, challenge=b"c" * 32
+        )
     assert info.value.reason is Reason.NOT_ENROLLED
     assert auth.users() == []
 
@@ -156,12 +192,22 @@ def test_renew_makes_old_templates_useless(setup, faces) -> None:
     rid = next(iter(vault.ids("face")))
     old_record = vault.get("face", rid)
     auth.renew("Colin Powell")
-    ok = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)), rp_id=RP,
-                           origin=ORIGIN, challenge=b"c" * 32)
+    ok = auth.authenticate(
+        "Colin Powell",
+        StaticFrames(faces(A, 4, 5, 6)),
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"c" * 32,
+    )
     assert ok.outcome.code is OutcomeCode.MATCHED
     vault.put("face", rid, old_record)  # an attacker restores the pre-renewal templates
-    stale = auth.authenticate("Colin Powell", StaticFrames(faces(A, 4, 5, 6)), rp_id=RP,
-                              origin=ORIGIN, challenge=b"c" * 32)
+    stale = auth.authenticate(
+        "Colin Powell",
+        StaticFrames(faces(A, 4, 5, 6)),
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"c" * 32,
+    )
     assert stale.outcome.code is OutcomeCode.NO_MATCH
 
 

@@ -82,7 +82,8 @@ def test_too_blurry(pipeline, load_lfw) -> None:
 
 
 @pytest.mark.parametrize(
-    "turned", ["Anthony_Garotinho/Anthony_Garotinho_0001.jpg", "Alexandra_Pelosi/Alexandra_Pelosi_0001.jpg"]
+    "turned",
+    ["Anthony_Garotinho/Anthony_Garotinho_0001.jpg", "Alexandra_Pelosi/Alexandra_Pelosi_0001.jpg"],
 )
 def test_head_turned(pipeline, load_lfw, turned: str) -> None:
     result = pipeline.analyze(load_lfw(turned), select="center")
