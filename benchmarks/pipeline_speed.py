@@ -24,6 +24,16 @@ would describe every face, so this favours dlib). devicebio's quality gates stay
 frame ends without an embedding, which is why a like-for-like speed-up on frames where both
 produced an embedding is reported too.
 
+Scheduling: both workers start (one at a time), warm up, then take turns on chunks of
+``--chunk`` frames, so a change in the machine's background load hits both alike. Reported:
+wall-clock ms per frame (p50/p95/mean), fps = frames / summed per-frame time, CPU ms per frame
+(all the process's threads: less sensitive to load than wall time, but it counts onnxruntime's
+spin-waiting), peak RSS per worker from ``os.wait4`` (cross-checked with VmHWM), the time of a
+frame with nobody in it, and the load average. Threads: ``--threads`` (default: cores) sets
+onnxruntime's intra-op and OpenCV's threads and OMP/BLAS variables for both workers; dlib-bin
+has no BLAS and runs single-threaded whatever the budget, so ``--threads 1`` is the
+equal-budget comparison.
+
 Run::
 
     cd /work/main && PYTHONPATH=/work/main DEVICEBIO_MODEL_DIR=/tmp/models \\

@@ -30,6 +30,7 @@ from devicebio.errors import DeviceBioError, Reason
 from devicebio.knowledge import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
+from devicebio.security_key import SecurityKeyFallback
 from devicebio.sources import Frame, FrameSource
 from devicebio.vault import Vault
 from devicebio.wire import LivenessClaim, Method
@@ -120,6 +121,8 @@ class Authenticator:
         self._on_frame = on_frame
         self.credentials = Credentials(vault)
         self.limiter = AttemptLimiter(vault, self.policy.attempts, clock=clock)
+        # One instance: it holds the lock that serialises the key's counter updates.
+        self.security_keys = SecurityKeyFallback(vault, clock=clock)
 
     @property
     def pipeline(self) -> Any:
@@ -164,6 +167,7 @@ class Authenticator:
         now = self._clock()
         expires = now + consent.retention_days * _DAY
         key = TemplateKey.new()
+        self.limiter.start()
         # The key is written first: a template never exists without the key that reads it.
         self.vault.put(FACE_KEY, rid, key.to_record())
         self.vault.put(
@@ -193,11 +197,12 @@ class Authenticator:
         self, user: str, source: FrameSource, *, rp_id: str, origin: str, challenge: bytes
     ) -> AuthResult:
         """Capture until a decision or the timeout; on a match, sign an assertion for the RP."""
+        # Retention first: an expired enrolment is deleted whatever the lockout state.
+        key, templates = self._templates(user)
         status = self.limiter.status()
         if not status.allowed:
             retry = status.retry_after if status.retry_after != float("inf") else None
             return AuthResult(Outcome(OutcomeCode.LOCKED_OUT, retry, None), None, 0, FALLBACKS)
-        key, templates = self._templates(user)
         captures, seen, rejected = self._capture(
             source.frames(), want=self.policy.fuse_frames, limit=None
         )
@@ -303,6 +308,13 @@ class Authenticator:
         RecoveryCodes(self.vault).use(code)
         Pin(self.vault).unblock()
         return self._fallback_assertion(Method.RECOVERY, rp_id, origin, challenge)
+
+    def authenticate_with_security_key(
+        self, key: Any, *, rp_id: str, origin: str, challenge: bytes
+    ) -> Assertion:
+        """``key``: a python-fido2 ``Fido2Client`` or ``CtapDevice`` for an enrolled key."""
+        self.security_keys.verify(key)
+        return self._fallback_assertion(Method.SECURITY_KEY, rp_id, origin, challenge)
 
     def _fallback_assertion(
         self, method: Method, rp_id: str, origin: str, challenge: bytes

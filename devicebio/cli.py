@@ -27,6 +27,9 @@ from devicebio.errors import DeviceBioError, Reason
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_STATE, EXIT_ENV = 0, 1, 2, 3, 4
 
 _REFUSED = {
+    Reason.SECURITY_KEY_REJECTED,
+    Reason.SECURITY_KEY_NOT_TOUCHED,
+    Reason.SECURITY_KEY_NOT_ENROLLED,
     Reason.PIN_WRONG,
     Reason.RECOVERY_CODE_WRONG,
     Reason.LOCKED_OUT,
@@ -40,6 +43,7 @@ _ENV = {
     Reason.FRAME_SOURCE,
     Reason.DEPENDENCY_MISSING,
     Reason.KEY_PROVIDER_UNAVAILABLE,
+    Reason.SECURITY_KEY_UNAVAILABLE,
 }
 
 EPILOG = """exit codes:
@@ -168,6 +172,18 @@ def verify_knowledge(vault: Any, method: str) -> Any:
     elif method == "recovery":
         RecoveryCodes(vault).use(read_secret("recovery code: "))
         Pin(vault).unblock()
+    elif method == "security-key":
+        from devicebio.security_key import SecurityKeyFallback, find_security_keys
+
+        keys = find_security_keys()
+        if not keys:
+            raise DeviceBioError(
+                Reason.SECURITY_KEY_UNAVAILABLE,
+                "no FIDO2 security key found",
+                hint="plug in the key enrolled with this device, or use --method pin",
+            )
+        print("touch your security key", file=sys.stderr)
+        SecurityKeyFallback(vault).verify(keys[0])
     else:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {method!r} is not available here")
     AttemptLimiter(vault).record_fallback_success()
@@ -623,9 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(
                 "--method",
-                choices=["face", "pin", "recovery"],
+                choices=["face", "pin", "recovery", "security-key"],
                 default="pin",
-                help="face (with --user and --source), or a PIN / recovery code from stdin",
+                help="face (with --user and --source); a PIN / recovery code from stdin; "
+                "or a FIDO2 security key enrolled with this device",
             )
             p.add_argument("--user", help="the enrolled user (face)")
             p.add_argument("--source", help="camera, camera:N, a video, a photo or a folder")

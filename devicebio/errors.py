@@ -28,6 +28,11 @@ class Reason(enum.StrEnum):
     PIN_WRONG = "pin_wrong"
     RECOVERY_CODE_WRONG = "recovery_code_wrong"
     LOCKED_OUT = "locked_out"
+    # security keys
+    SECURITY_KEY_NOT_ENROLLED = "security_key_not_enrolled"
+    SECURITY_KEY_REJECTED = "security_key_rejected"
+    SECURITY_KEY_NOT_TOUCHED = "security_key_not_touched"
+    SECURITY_KEY_UNAVAILABLE = "security_key_unavailable"
     # enrolment
     NOT_ENROLLED = "not_enrolled"
     # credentials / protocol

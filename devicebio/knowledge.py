@@ -275,6 +275,11 @@ class AttemptLimiter:
         self._vault.put(self.KIND, self.ID, state)
         return self.status()
 
+    def start(self) -> None:
+        """Write the initial state if there is none (enrolment calls this)."""
+        if not self._vault.exists(self.KIND, self.ID):
+            self._vault.put(self.KIND, self.ID, self._state())
+
     def record_face_success(self) -> None:
         state = self._state()
         state["failures"], state["not_before"] = 0, 0.0
@@ -288,6 +293,10 @@ class AttemptLimiter:
 
     def _state(self) -> dict:
         if not self._vault.exists(self.KIND, self.ID):
+            if self._vault.ids("face"):
+                # Enrolment writes this record, so templates without it mean someone deleted
+                # the file to wipe a lockout (no key is needed to delete): fail closed.
+                return {"failures": self.policy.hard_cap, "not_before": 0.0, "last_knowledge": 0.0}
             # A new device counts as freshly knowledge-verified: enrolment needs the PIN.
             return {"failures": 0, "not_before": 0.0, "last_knowledge": self._clock()}
         state = self._vault.get(self.KIND, self.ID)

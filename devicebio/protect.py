@@ -39,9 +39,22 @@ Why the matrix comes from SHAKE-256 and not ``numpy.random``:
 - the stream is *our* specification (domain-separated SHAKE-256 -> 53-bit uniforms ->
   Box-Muller), so the same seed gives the same transform on every numpy version and platform;
   numpy makes no promise that ``Generator.standard_normal`` keeps its stream across releases,
-  and a changed stream would silently turn every stored template into garbage. Different
-  LAPACK/libm builds can still differ in the last bits of ``Q`` (~1e-15), far below float32
-  resolution and harmless.
+  and a changed stream would silently turn every stored template into garbage. The QR runs
+  in plain numpy (see :func:`_haar_orthogonal`), so no LAPACK build enters; a different libm
+  or SIMD path can still change the last bits of ``Q`` (~1e-15), far below float32
+  resolution and harmless. A known-answer test pins the derivation.
+
+Use::
+
+    key = TemplateKey.new()                          # at enrolment
+    vault.put("template-key", enrolment_id, key.to_record())
+    vault.put("template", enrolment_id, key.protect(embeddings).tobytes())
+    ...
+    key = TemplateKey.from_record(vault.get("template-key", enrolment_id))
+    d = best_distance(key.protect(probe), templates)   # authentication, same thresholds
+    ...
+    new = TemplateKey.new()                          # renewal without the face
+    templates = key.rekey_to(new, templates)         # then store both, drop the old key
 """
 
 from __future__ import annotations
@@ -123,8 +136,8 @@ class TemplateKey:
         """Embedding(s) -> protected template(s): shape (128,) or (N, 128) in, same shape out,
         float32. Use it for enrolment templates and for every probe compared with them."""
         x = _check_embeddings(embeddings)
-        # Rows are vectors: x @ Q.T applies Q to each row.
-        return (x @ self._matrix.T + self._offset).astype(np.float32)
+        # Rows are vectors: x Q^T applies Q to each. einsum, not BLAS: see _haar_orthogonal.
+        return (_apply(x, self._matrix) + self._offset).astype(np.float32)
 
     def rekey_to(self, new_key: TemplateKey, protected: np.ndarray) -> np.ndarray:
         """Templates protected under this key -> the same templates under ``new_key``.
@@ -137,9 +150,9 @@ class TemplateKey:
             raise DeviceBioError(Reason.INVALID_ARGUMENT, "new_key must be a TemplateKey")
         p = _check_embeddings(protected)
         # raw = (p - t_old) Q_old  ->  new = raw Q_new.T + t_new  (row vectors)
-        composed = self._matrix @ new_key._matrix.T
-        shift = new_key._offset - self._offset @ composed
-        return (p @ composed + shift).astype(np.float32)
+        composed = np.einsum("ij,kj->ik", self._matrix, new_key._matrix)  # Q_old Q_new^T
+        shift = new_key._offset - np.einsum("j,jk->k", self._offset, composed)
+        return (_apply(p, composed.T) + shift).astype(np.float32)
 
     # ---- hygiene -------------------------------------------------------------------------
 
@@ -156,6 +169,11 @@ class TemplateKey:
     def __reduce__(self) -> Any:
         # Pickling would copy the seed out of the vault's protection without anyone noticing.
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "a TemplateKey cannot be pickled")
+
+
+def _apply(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``x @ m.T`` for one vector or a batch of rows."""
+    return np.einsum("...j,kj->...k", x, m)
 
 
 def _check_embeddings(embeddings: object) -> np.ndarray:
@@ -192,14 +210,46 @@ def _gaussians(seed: bytes, count: int) -> np.ndarray:
 
 
 def _transform(seed: bytes, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q, t): the first dim*dim normals of the stream make Q, the next dim make t.
-
-    Q is Haar-distributed (Mezzadri 2007): the QR factor of a Gaussian matrix with the signs of
-    R's diagonal moved into Q -- without that fix, LAPACK's sign convention biases the
-    distribution away from Haar."""
+    """(Q, t): the first dim*dim normals of the stream make Q, the next dim make t."""
     z = _gaussians(seed, dim * dim + dim)
-    g, offset = z[: dim * dim].reshape(dim, dim), z[dim * dim :].copy()
-    q, r = np.linalg.qr(g)
-    signs = np.sign(np.diag(r))
-    signs[signs == 0] = 1.0
-    return np.ascontiguousarray(q * signs[None, :]), offset
+    return _haar_orthogonal(z[: dim * dim].reshape(dim, dim)), z[dim * dim :].copy()
+
+
+def _haar_orthogonal(g: np.ndarray) -> np.ndarray:
+    """The Q of ``g = Q R`` with R's diagonal made positive, which makes Q Haar-distributed when
+    ``g`` is Gaussian (Mezzadri 2007; LAPACK's own sign convention would bias it).
+
+    Householder reflections in plain numpy (``einsum`` and broadcasting, never BLAS/LAPACK):
+    the result then depends on no particular LAPACK build, and this tiny factorisation is not
+    slowed 20-100x, as measured, by a multithreaded OpenBLAS fighting for busy cores.
+    """
+    n = g.shape[0]
+    at = g.T.copy()  # row k of ``at`` is column k of g, so the slices below are contiguous
+    vectors: list[np.ndarray | None] = []
+    signs = np.ones(n)
+    for k in range(n):
+        x = at[k, k:]
+        norm = float(np.sqrt(np.einsum("i,i->", x, x)))
+        alpha = -norm if x[0] >= 0 else norm  # the sign that avoids cancellation
+        v = x.copy()
+        v[0] -= alpha
+        vnorm = float(np.sqrt(np.einsum("i,i->", v, v)))
+        if vnorm == 0.0:  # column already reduced (probability 0 for Gaussian input)
+            vectors.append(None)
+            signs[k] = 1.0 if x[0] >= 0 else -1.0
+            continue
+        v /= vnorm
+        signs[k] = 1.0 if alpha >= 0 else -1.0  # R[k, k] = alpha
+        rest = at[k + 1 :, k:]
+        rest -= 2.0 * np.einsum("ij,j->i", rest, v)[:, None] * v[None, :]
+        vectors.append(v)
+    # Q = H_0 H_1 ... H_{n-1}: applied to I from the left, last reflection first, each H_k
+    # only touches the trailing block from k on.
+    q = np.eye(n)
+    for k in range(n - 1, -1, -1):
+        h = vectors[k]
+        if h is None:
+            continue
+        block = q[k:, k:]
+        block -= 2.0 * h[:, None] * np.einsum("i,ij->j", h, block)[None, :]
+    return np.ascontiguousarray(q * signs[None, :])

@@ -52,6 +52,7 @@ from fido2.client import (
 )
 from fido2.cose import CoseKey, UnsupportedKey
 from fido2.ctap import CtapDevice, CtapError
+from fido2.hid import ConnectionFailure, CtapHidDevice
 from fido2.server import Fido2Server
 from fido2.webauthn import (
     Aaguid,
@@ -85,10 +86,10 @@ _ORIGIN_LABEL = b"devicebio/security-key-origin/v1\x00"
 
 # Reasons this module reports. The dedicated members are proposed for devicebio.errors; until
 # they exist the nearest current ones stand in, and the switch needs no edit here.
-_NOT_ENROLLED: Reason = getattr(Reason, "SECURITY_KEY_NOT_ENROLLED", Reason.CREDENTIAL_NOT_FOUND)
-_REJECTED: Reason = getattr(Reason, "SECURITY_KEY_REJECTED", Reason.USER_NOT_VERIFIED)
-_NOT_TOUCHED: Reason = getattr(Reason, "SECURITY_KEY_NOT_TOUCHED", Reason.USER_NOT_VERIFIED)
-_UNAVAILABLE: Reason = getattr(Reason, "SECURITY_KEY_UNAVAILABLE", Reason.USER_NOT_VERIFIED)
+_NOT_ENROLLED: Reason = Reason.SECURITY_KEY_NOT_ENROLLED
+_REJECTED: Reason = Reason.SECURITY_KEY_REJECTED
+_NOT_TOUCHED: Reason = Reason.SECURITY_KEY_NOT_TOUCHED
+_UNAVAILABLE: Reason = Reason.SECURITY_KEY_UNAVAILABLE
 
 # CTAP answers that mean "nobody touched the key" (denied, timed out, or cancelled by us).
 _NO_PRESENCE = frozenset(
@@ -328,8 +329,6 @@ def find_security_keys() -> list[CtapDevice]:
     all just mean "no key found here".
     """
     try:
-        from fido2.hid import CtapHidDevice
-
         return list(CtapHidDevice.list_devices())
     except Exception:
         return []
@@ -447,7 +446,7 @@ def _info(record: dict[str, Any]) -> KeyInfo:
 def _counter_advanced(stored: int, received: int) -> bool:
     # WebAuthn §6.1.1: a key without a counter reports 0 forever, which is fine; any other
     # value that does not go up means two copies of the key exist.
-    return received >= stored
+    return received > stored or (received == 0 and stored == 0)
 
 
 def _verify_attestation(attestation: AttestationObject, client_data_hash: bytes) -> None:
@@ -504,7 +503,7 @@ def _client_failure(exc: Exception, *, enrolling: bool) -> DeviceBioError:
     if isinstance(exc, ClientError) and exc.code is ClientError.ERR.CONFIGURATION_UNSUPPORTED:
         detail = str(exc.cause) if exc.cause else "unsupported configuration"
         return DeviceBioError(_REJECTED, f"the security key cannot do what is needed: {detail}")
-    if isinstance(cause, OSError) or type(cause).__name__ == "ConnectionFailure":
+    if isinstance(cause, OSError | ConnectionFailure):
         return DeviceBioError(
             _UNAVAILABLE,
             f"the security key could not be reached ({type(cause).__name__})",

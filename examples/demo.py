@@ -152,7 +152,9 @@ class Demo:
             vault = Vault.create(self.workdir / "vault", PassphraseKey("demo: use a prompt"))
             Pin(vault).set(PIN)
             RecoveryCodes(vault).new()
-            print("device: vault created (Argon2id + XChaCha20-Poly1305), PIN and recovery codes set")
+            print(
+                "device: vault created (Argon2id + XChaCha20-Poly1305), PIN and recovery codes set"
+            )
             print("device: loading face models (built from installed packages on first use)")
             auth = Authenticator(vault)
             auth.pipeline  # noqa: B018 (load the models before the timed steps)
@@ -194,7 +196,11 @@ class Demo:
             assertion = auth.authenticate_with_pin(PIN, rp_id=RP_ID, origin=ORIGIN, challenge=ch)
             res = rp.post("/verify", {"challenge": _b64(ch), "credential": assertion.to_json()})
             got = _verdict(res)
-            if got == "accepted" and res.get("method") == "pin" and res.get("assurance") != "weaker":
+            if (
+                got == "accepted"
+                and res.get("method") == "pin"
+                and res.get("assurance") != "weaker"
+            ):
                 got = "accepted, but not marked weaker"
             self.record("PIN fallback", "accepted", got, _rp_why(res))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -440,7 +439,6 @@ def test_vault_vector_is_not_modified_by_opening(tmp_path: Path) -> None:
         vault.get(rec["kind"], rec["id"])
     after = {p: p.read_bytes() for p in vault.path.rglob("*") if p.is_file()}
     assert before == after
-    shutil.rmtree(vault.path)
 
 
 def test_verifier_reason_names_used_by_vectors_exist() -> None:
@@ -606,6 +604,33 @@ def test_kat_verifies_with_python_fido2() -> None:
     for case in KAT["assertions"]:
         _, state = server.authenticate_begin([data], challenge=bytes.fromhex(case["challenge_hex"]))
         server.authenticate_complete(state, [data], case["credential"])
+
+
+def test_kat_verifies_with_py_webauthn() -> None:
+    webauthn = pytest.importorskip("webauthn")
+    reg = KAT["registration"]
+    verified = webauthn.verify_registration_response(
+        credential=json.dumps(reg["credential"]),
+        expected_challenge=bytes.fromhex(reg["challenge_hex"]),
+        expected_rp_id=KAT["rp_id"],
+        expected_origin=KAT["origin"],
+        require_user_verification=True,
+    )
+    assert verified.credential_id.hex() == KAT["credential_id_hex"]
+    assert verified.aaguid.replace("-", "") == bytes(wire.DEVICEBIO_AAGUID).hex()
+    count = verified.sign_count
+    for case in KAT["assertions"]:
+        result = webauthn.verify_authentication_response(
+            credential=json.dumps(case["credential"]),
+            expected_challenge=bytes.fromhex(case["challenge_hex"]),
+            expected_rp_id=KAT["rp_id"],
+            expected_origin=KAT["origin"],
+            credential_public_key=verified.credential_public_key,
+            credential_current_sign_count=count,
+            require_user_verification=True,
+        )
+        assert result.new_sign_count == case["expect"]["new_sign_count"]
+        count = result.new_sign_count
 
 
 _NEG_A = KAT["negative_assertions"]

@@ -54,6 +54,11 @@ def make_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: keep library output quiet
+    # Idle worker threads would otherwise spin on the other cores between runs; on a 2-core
+    # device that starves the numpy/OpenCV stages and every other session (measured: the
+    # whole pipeline ran 2-3x slower with spinning on, benchmarks/pipeline_speed.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=chosen)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad models

@@ -27,6 +27,7 @@ Switches for the unhappy paths:
 - :meth:`clone` copies the secrets and the counter as they are now: a cloned key that later
   signs replays counter values the original already used.
 - ``forge_attestation``: the packed attestation signature covers other bytes than it should.
+- ``report_up``: False makes a faulty key leave the UP flag out of its assertions.
 - ``unplugged``: the transport fails with ``OSError`` as a pulled-out HID device does.
 """
 
@@ -87,6 +88,7 @@ class SoftCtap2Key(CtapDevice):
         self.ignore_wait_s = ignore_wait_s
         self.unplugged = False
         self.forge_attestation = False
+        self.report_up = True
         self.sign_count = 0
         self.touches = 0  # how many times the user was asked for presence
         self._master = AESGCM.generate_key(bit_length=256)
@@ -267,7 +269,7 @@ class SoftCtap2Key(CtapDevice):
         if found is None:
             raise CtapError(ERR.NO_CREDENTIALS)
         credential_id, _alg, private = found
-        flags = (F.UP if up else F(0)) | (F.UV if options.get("uv") else F(0))
+        flags = (F.UP if up and self.report_up else F(0)) | (F.UV if options.get("uv") else F(0))
         auth_data = AuthenticatorData.create(rp_id_hash, flags, self._next_counter())
         signature = _sign(private, bytes(auth_data) + client_data_hash)
         return {

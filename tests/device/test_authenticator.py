@@ -11,7 +11,7 @@ cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] 
 
 from devicebio.authenticator import Authenticator, Consent  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
-from devicebio.knowledge import Pin  # noqa: E402
+from devicebio.knowledge import Pin, RecoveryCodes  # noqa: E402
 from devicebio.outcome import OutcomeCode  # noqa: E402
 from devicebio.sources import StaticFrames  # noqa: E402
 from devicebio.vault import RawKey, Vault  # noqa: E402
@@ -222,3 +222,19 @@ def test_users_and_remove(setup) -> None:
     with pytest.raises(DeviceBioError) as info:
         auth.renew("Colin Powell")
     assert info.value.reason is Reason.NOT_ENROLLED
+
+
+def test_deleting_the_attempts_file_does_not_lift_a_lockout(setup, faces) -> None:
+    auth, vault, _ = setup
+    for _ in range(5):
+        auth.authenticate("Colin Powell", StaticFrames(faces(B, 1)), rp_id=RP, origin=ORIGIN,
+                          challenge=b"c" * 32)  # fmt: skip
+    assert not auth.limiter.status().allowed
+    for path in (vault.path / "attempts").iterdir():
+        path.unlink()  # an attacker with file access but no key
+    status = auth.limiter.status()
+    assert not status.allowed and status.state == "disabled"
+    auth.authenticate_with_recovery_code(
+        RecoveryCodes(vault).new()[0], rp_id=RP, origin=ORIGIN, challenge=b"d" * 32
+    )
+    assert auth.limiter.status().allowed

@@ -244,7 +244,7 @@ _near_records = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(_values, _near_records))
 def test_from_record_never_raises_anything_but_the_typed_error(obj: object) -> None:
     try:

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from fido2.client import DefaultClientDataCollector, Fido2Client
+from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from soft_ctap2 import SoftCtap2Key
 
 from devicebio.authenticator import Authenticator
@@ -27,10 +28,10 @@ from devicebio.wire import LivenessClaim, Method
 
 # Dedicated reasons are proposed for devicebio.errors; until they land the module uses the
 # nearest existing ones, and so do these tests.
-NOT_ENROLLED = getattr(Reason, "SECURITY_KEY_NOT_ENROLLED", Reason.CREDENTIAL_NOT_FOUND)
-REJECTED = getattr(Reason, "SECURITY_KEY_REJECTED", Reason.USER_NOT_VERIFIED)
-NOT_TOUCHED = getattr(Reason, "SECURITY_KEY_NOT_TOUCHED", Reason.USER_NOT_VERIFIED)
-UNAVAILABLE = getattr(Reason, "SECURITY_KEY_UNAVAILABLE", Reason.USER_NOT_VERIFIED)
+NOT_ENROLLED = Reason.SECURITY_KEY_NOT_ENROLLED
+REJECTED = Reason.SECURITY_KEY_REJECTED
+NOT_TOUCHED = Reason.SECURITY_KEY_NOT_TOUCHED
+UNAVAILABLE = Reason.SECURITY_KEY_UNAVAILABLE
 
 RP, ORIGIN = "bank.example", "https://bank.example"
 
@@ -150,11 +151,47 @@ def test_a_cloned_key_replaying_an_old_counter_is_refused(fallback: SecurityKeyF
     assert fallback.verify(key).verified
 
 
+def test_a_counter_equal_to_the_last_one_is_refused(fallback: SecurityKeyFallback) -> None:
+    key = SoftCtap2Key()
+    fallback.enroll_key(key, label="k")
+    fallback.verify(key)
+    last = fallback.keys()[0].sign_count
+    # The client's silent pre-flight probe uses one value, the real assertion the next: rewind
+    # so that the real assertion repeats exactly the last accepted counter.
+    key.sign_count = last - 2
+    assert "cloned" in str(refused(REJECTED, fallback.verify, key))
+    assert key.sign_count == last
+
+
 def test_a_counter_that_falls_back_to_zero_is_refused(fallback: SecurityKeyFallback) -> None:
     key = SoftCtap2Key()
     fallback.enroll_key(key, label="k")
     key.counter_enabled = False  # the key now says 0 after having said more
     assert "cloned" in str(refused(REJECTED, fallback.verify, key))
+
+
+def test_an_assertion_without_user_presence_is_refused(fallback: SecurityKeyFallback) -> None:
+    key = SoftCtap2Key()
+    fallback.enroll_key(key, label="k")
+    key.report_up = False
+    error = refused(REJECTED, fallback.verify, key)
+    assert "user present" in str(error).lower()
+
+
+def test_the_user_is_prompted_to_touch(vault: Vault) -> None:
+    class Prompts(UserInteraction):
+        def __init__(self) -> None:
+            self.touch_prompts = 0
+
+        def prompt_up(self) -> None:
+            self.touch_prompts += 1
+
+    prompts = Prompts()
+    fallback = SecurityKeyFallback(vault, user_interaction=prompts)
+    key = SoftCtap2Key()
+    fallback.enroll_key(key, label="k")
+    fallback.verify(key)
+    assert prompts.touch_prompts == 2
 
 
 def test_a_key_nobody_touches_gives_a_typed_error(vault: Vault) -> None:
@@ -324,7 +361,7 @@ def test_lockout_is_cleared_by_the_security_key_and_the_rp_verifies(
     from verifier.challenges import Purpose, issue_challenge
 
     clock = Clock()
-    auth = Authenticator(vault, clock=clock, policy=None)
+    auth = Authenticator(vault, clock=clock)
     policy: AttemptPolicy = auth.policy.attempts
     key = SoftCtap2Key()
     SecurityKeyFallback(vault).enroll_key(key, label="backup key")
@@ -352,6 +389,14 @@ def test_lockout_is_cleared_by_the_security_key_and_the_rp_verifies(
         auth.limiter.record_failure()
     status = auth.limiter.status()
     assert (status.allowed, status.state) == (False, "disabled")
+    # colin is enrolled (a template stored as enrolment stores it), then locked out.
+    from devicebio.authenticator import FACE_KEY, _check_user
+    from devicebio.protect import TemplateKey
+
+    template_key = TemplateKey.new()
+    vault.put(FACE_KEY, _check_user("colin"), template_key.to_record())
+    enrolled = template_key.protect(np.ones((1, 128), np.float32))
+    auth._put_templates("colin", enrolled, clock(), clock() + 86_400)
     no_frames: Any = None  # a locked-out attempt is refused before any frame is read
     locked = auth.authenticate("colin", no_frames, rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
     assert locked.outcome.code is OutcomeCode.LOCKED_OUT and "security-key" in locked.fallbacks

@@ -176,3 +176,11 @@ def test_unknown_model_and_missing_build(tmp_path: Path) -> None:
 def test_limits_say_which_way_is_stricter() -> None:
     strict = QualityLimits(min_face_px=200)
     assert strict.min_face_px > QualityLimits().min_face_px
+
+
+def test_accurate_detector_finds_the_same_face(load_lfw, pipeline) -> None:
+    accurate = FacePipeline(detector="accurate")
+    img = load_lfw(GOOD)
+    a, b = accurate.analyze(img), pipeline.analyze(img)
+    assert isinstance(a, FaceCapture) and a.detector == "mmod"
+    assert distance(a.embedding, b.embedding) < 0.2
