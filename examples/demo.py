@@ -68,11 +68,11 @@ class RelyingParty:
         headers = {"Content-Type": "application/json"}
         if admin:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(
-            self.url + path, json.dumps(body).encode(), headers, method="POST"
-        )
+        # The URL is the child service's own loopback address, never user input.
+        url, data = self.url + path, json.dumps(body).encode()
+        request = urllib.request.Request(url, data, headers, method="POST")  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 return dict(json.loads(response.read()))
         except urllib.error.HTTPError as err:
             return dict(json.loads(err.read() or b"{}"))
@@ -205,8 +205,11 @@ class Demo:
             self.record("PIN fallback", "accepted", got, _rp_why(res))
 
             # 10. The RP revokes the credential (lost device) and publishes the list.
-            res = rp.post("/revoke", {"credential_id": reg.to_json()["id"],
-                                      "reason": "user_key_physical_compromise"}, admin=True)  # fmt: skip
+            revoke = {
+                "credential_id": reg.to_json()["id"],
+                "reason": "user_key_physical_compromise",
+            }
+            res = rp.post("/revoke", revoke, admin=True)
             listed = res.get("list") or {}
             self.record("RP revokes the credential", "accepted", _verdict(res),
                         f"signed list serial {listed.get('serial')}, "
@@ -275,7 +278,7 @@ def main() -> int:
             print(
                 f"no face photos at {faces}.\n"
                 "Point the demo at photos or a camera instead:\n"
-                "  tox -e demo -- --faces DIR    (DIR/<person>/*.jpg: two people, 6+ photos of one)\n"
+                "  tox -e demo -- --faces DIR   (DIR/<person>/*.jpg: 2 people, 6+ photos of one)\n"
                 "  tox -e demo -- --camera       (enrol and authenticate yourself)\n"
                 "  or set DEVICEBIO_LFW to a folder holding LFW's images/ and pairs.txt",
                 file=sys.stderr,

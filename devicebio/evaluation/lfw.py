@@ -116,23 +116,17 @@ def evaluate(
     """Run the evaluation and return the report (see module doc); ``folds`` limits the pairs."""
     import cv2
 
-    from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
+    from devicebio.vision.pipeline import FaceCapture, FacePipeline
 
     _n_folds, pairs = parse_pairs(pairs_file)
     if folds is not None:
         pairs = [p for p in pairs if p.fold in folds]
     wanted = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    gates_off = QualityLimits(
-        min_face_px=0, min_brightness=0, max_brightness=256, min_sharpness=0, max_yaw_deg=91
-    )
     pipe = pipeline or FacePipeline(
         detector=detector,  # type: ignore[arg-type]
-        limits=gates_off,
         mirror=mirror,
         progress=progress,
     )
-    gate_judge = FacePipeline.__new__(FacePipeline)
-    gate_judge.limits = QualityLimits()
 
     embeddings: dict[str, np.ndarray] = {}
     no_face: list[str] = []
@@ -149,7 +143,7 @@ def evaluate(
         bgr = cv2.imread(str(images / rel), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DeviceBioError(Reason.INVALID_ARGUMENT, f"cannot read image {images / rel}")
-        result = pipe.analyze(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), select="center")
+        result = pipe.analyze(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), select="center", gates=False)
         if not isinstance(result, FaceCapture):
             no_face.append(rel)
             continue
@@ -157,7 +151,7 @@ def evaluate(
         detectors[result.detector] = detectors.get(result.detector, 0) + 1
         for stage, ms in result.timings_ms.items():
             stage_ms.setdefault(stage, []).append(ms)
-        verdict = gate_judge._gate(result.quality)
+        verdict = pipe.gate(result.quality)
         if verdict is not None:
             flagged[verdict.code.value] = flagged.get(verdict.code.value, 0) + 1
     elapsed = time.perf_counter() - started

@@ -177,11 +177,15 @@ class FacePipeline:
         found = self._mmod.detect(frame)
         return [(d, tuple(mmod_to_dlib_box(d))) for d in found], "mmod"
 
-    def analyze(self, frame: np.ndarray, *, select: Selection = "only") -> FrameResult:
+    def analyze(
+        self, frame: np.ndarray, *, select: Selection = "only", gates: bool = True
+    ) -> FrameResult:
         """One frame -> a :class:`FaceCapture`, or the :class:`Outcome` saying what to fix.
 
         ``select``: "only" treats a second face of comparable size as SEVERAL_FACES (what
         authentication wants); "largest" / "center" pick one face (what photo sets want).
+        ``gates=False`` skips the capture-quality gates (for evaluating photo sets; the
+        measured quality is still returned). A face is always required.
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -201,13 +205,13 @@ class FacePipeline:
             pick = int(np.argmin(dists))
         else:
             pick = int(order[0])
-            if select == "only" and len(faces) > 1:
+            if gates and select == "only" and len(faces) > 1:
                 second = widths[int(order[1])]
                 if second >= limits.several_faces_ratio * widths[pick]:
                     return Outcome(OutcomeCode.SEVERAL_FACES, float(len(faces)), 1.0)
         detection, box = faces[pick]
         width = widths[pick]
-        if width < limits.min_face_px:
+        if gates and width < limits.min_face_px:
             return Outcome(OutcomeCode.FACE_TOO_SMALL, width, limits.min_face_px)
 
         t0 = time.perf_counter()
@@ -220,7 +224,7 @@ class FacePipeline:
         quality = measure_quality(chip)
         quality["face_px"] = float(width)
         quality["yaw_deg"] = estimate_yaw(landmarks)
-        gate = self._gate(quality)
+        gate = self.gate(quality) if gates else None
         if gate is not None:
             return gate
 
@@ -232,7 +236,8 @@ class FacePipeline:
         timings["embed"] = _ms_since(t0)
         return FaceCapture(embedding, detection, landmarks, quality, timings, used)
 
-    def _gate(self, q: dict[str, float]) -> Outcome | None:
+    def gate(self, q: dict[str, float]) -> Outcome | None:
+        """The first quality gate ``q`` fails, or None."""
         lim = self.limits
         if q["brightness"] < lim.min_brightness:
             return Outcome(OutcomeCode.TOO_DARK, q["brightness"], lim.min_brightness)
