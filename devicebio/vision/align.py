@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.vision._checks import check_image
 
 #: dlib's 5-point template (get_face_chip_details) in the unit square, in the landmark order
 #: of the 5-point predictor: right eye outer/inner corner, left eye outer/inner, nose bottom.
@@ -54,15 +55,7 @@ def _bad(message: str) -> DeviceBioError:
 
 
 def _check_image(image: object) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise _bad("image must be a numpy array")
-    if image.dtype != np.uint8:
-        raise _bad(f"image must be uint8, got {image.dtype}")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise _bad(f"image must be grey (H, W) or RGB (H, W, 3), got shape {image.shape}")
-    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise _bad(f"image must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels")
-    return image
+    return check_image(image, grey_ok=True, min_side=MIN_IMAGE_SIDE, max_side=2**31)
 
 
 def _check_landmarks(landmarks5: object) -> np.ndarray:

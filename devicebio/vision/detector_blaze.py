@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.vision._checks import check_image
 from devicebio.vision.types import Detection
 
 if TYPE_CHECKING:
@@ -76,18 +77,7 @@ def _ssd_anchors(opts: _SsdOptions) -> np.ndarray:
 
 def check_rgb(rgb: object) -> np.ndarray:
     """Return ``rgb`` as a contiguous HxWx3 uint8 array or raise ``BAD_IMAGE``."""
-    if not isinstance(rgb, np.ndarray):
-        raise DeviceBioError(Reason.BAD_IMAGE, f"expected a numpy array, got {type(rgb).__name__}")
-    if rgb.dtype != np.uint8:
-        raise DeviceBioError(Reason.BAD_IMAGE, f"expected uint8 pixels, got {rgb.dtype}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise DeviceBioError(Reason.BAD_IMAGE, f"expected an HxWx3 RGB image, got {rgb.shape}")
-    h, w = rgb.shape[:2]
-    if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
-        raise DeviceBioError(
-            Reason.BAD_IMAGE, f"image {w}x{h} outside {MIN_SIDE}..{MAX_SIDE} pixels per side"
-        )
-    return np.ascontiguousarray(rgb)
+    return check_image(rgb, min_side=MIN_SIDE, max_side=MAX_SIDE)
 
 
 def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.vision._build_mmod import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, MmodConfig
+from devicebio.vision._checks import check_image
 from devicebio.vision.types import Detection
 
 __all__ = ["MAX_SIDE", "MIN_SIDE", "MmodDetector", "to_dlib_box"]
@@ -377,15 +378,4 @@ def _rect_down2(rect: _Rect, levels: int) -> _Rect:
 
 
 def _check_image(rgb: object) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray):
-        raise DeviceBioError(Reason.BAD_IMAGE, "image must be a numpy array")
-    if rgb.dtype != np.uint8:
-        raise DeviceBioError(Reason.BAD_IMAGE, f"image must be uint8, not {rgb.dtype}")
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise DeviceBioError(Reason.BAD_IMAGE, f"image must be HxWx3 RGB, not {rgb.shape}")
-    h, w = rgb.shape[:2]
-    if min(h, w) < MIN_SIDE or max(h, w) > MAX_SIDE:
-        raise DeviceBioError(
-            Reason.BAD_IMAGE, f"image sides must be in [{MIN_SIDE}, {MAX_SIDE}], not {h}x{w}"
-        )
-    return np.ascontiguousarray(rgb)
+    return check_image(rgb, min_side=MIN_SIDE, max_side=MAX_SIDE)

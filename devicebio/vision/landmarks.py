@@ -27,6 +27,7 @@ import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.vision._build_shape5 import SHAPE5_MODEL_SHA256, deserialize
+from devicebio.vision._checks import check_image
 
 NUM_POINTS = 5
 # Smaller images cannot hold a face worth landmarking; it also keeps 1x1 inputs out.
@@ -42,15 +43,7 @@ def _bad(message: str) -> DeviceBioError:
 
 def _check_image(image: object) -> np.ndarray:
     """Validate a grey (H, W) or RGB (H, W, 3) uint8 image; return it as an ndarray."""
-    if not isinstance(image, np.ndarray):
-        raise _bad("image must be a numpy array")
-    if image.dtype != np.uint8:
-        raise _bad(f"image must be uint8, got {image.dtype}")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise _bad(f"image must be grey (H, W) or RGB (H, W, 3), got shape {image.shape}")
-    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
-        raise _bad(f"image must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels")
-    return image
+    return check_image(image, grey_ok=True, min_side=MIN_IMAGE_SIDE, max_side=2**31)
 
 
 def _check_box(box: object, height: int, width: int) -> tuple[float, float, float, float]:

@@ -26,6 +26,7 @@ import numpy as np
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.vision import models
+from devicebio.vision._checks import check_image
 from devicebio.vision._ort import make_session
 from devicebio.vision.align import face_chip
 from devicebio.vision.detector_blaze import BlazeFaceDetector
@@ -81,18 +82,7 @@ FrameResult = FaceCapture | Outcome
 
 def check_frame(frame: object) -> np.ndarray:
     """A frame fit for the pipeline, or BAD_IMAGE: never a crash deep in OpenCV/onnxruntime."""
-    if not isinstance(frame, np.ndarray):
-        raise DeviceBioError(Reason.BAD_IMAGE, f"a frame is a numpy array, not {type(frame)}")
-    if frame.dtype != np.uint8:
-        raise DeviceBioError(Reason.BAD_IMAGE, f"a frame is uint8 RGB, not {frame.dtype}")
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise DeviceBioError(Reason.BAD_IMAGE, f"a frame is HxWx3 RGB, not shape {frame.shape}")
-    h, w = frame.shape[:2]
-    if min(h, w) < 32 or max(h, w) > MAX_SIDE:
-        raise DeviceBioError(
-            Reason.BAD_IMAGE, f"frame {w}x{h}: sides must be 32..{MAX_SIDE} pixels"
-        )
-    return np.ascontiguousarray(frame)
+    return check_image(frame, min_side=32, max_side=MAX_SIDE)
 
 
 def estimate_yaw(landmarks5: np.ndarray) -> float:
