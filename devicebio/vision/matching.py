@@ -1,16 +1,18 @@
 """Comparing embeddings, and the default decision threshold.
 
-Distances are Euclidean between 128-D embeddings; **lower means more alike**, and a face is
-accepted when ``distance < threshold``: a LOWER threshold is STRICTER (fewer false accepts,
-more false rejects). dlib's own rule is 0.6. Our default is chosen on LFW for a false-accept
-rate near 1e-3 (see docs/evaluation.md for the measured FAR/FRR it gives).
+Distances are Euclidean between unit-length 128-D embeddings (the pipeline mirror-averages
+dlib's embedding and normalises it); **lower means more alike**, and a face is accepted when
+``distance < threshold``: a LOWER threshold is STRICTER (fewer false accepts, more false
+rejects). dlib's own rule, 0.6, applies to its unnormalised embeddings, not to these. Our
+default sits at a false-accept rate of about 1e-3 per comparison on LFW (see
+docs/evaluation.md for the measured FAR/FRR).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.40
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:

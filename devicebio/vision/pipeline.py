@@ -220,9 +220,12 @@ class FacePipeline:
 
         t0 = time.perf_counter()
         batch = chip[None]
-        embedding = (
+        raw = (
             self._embedder.embed_mirrored(batch) if self.mirror else self._embedder.embed(batch)
         )[0]
+        # Unit length: on LFW this lifts TAR at FAR 1e-3 from 94.7% to 97.7% at no cost, because
+        # the norm carries capture conditions more than identity (docs/evaluation.md).
+        embedding = (raw / max(float(np.linalg.norm(raw)), 1e-12)).astype(np.float32)
         timings["embed"] = _ms_since(t0)
         return FaceCapture(embedding, detection, landmarks, quality, timings, used)
 

@@ -13,7 +13,7 @@ import pytest
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.vision import models
-from devicebio.vision.matching import distance
+from devicebio.vision.matching import DEFAULT_THRESHOLD, distance
 from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
 
 GOOD = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
@@ -38,7 +38,12 @@ def test_same_person_closer_than_different(pipeline, load_lfw) -> None:
     a1 = pipeline.analyze(load_lfw("Abdullah_Gul/Abdullah_Gul_0001.jpg"))
     a2 = pipeline.analyze(load_lfw("Abdullah_Gul/Abdullah_Gul_0002.jpg"))
     b = pipeline.analyze(load_lfw(GOOD))
-    assert distance(a1.embedding, a2.embedding) < 0.6 < distance(a1.embedding, b.embedding)
+    assert (
+        distance(a1.embedding, a2.embedding)
+        < DEFAULT_THRESHOLD
+        < distance(a1.embedding, b.embedding)
+    )
+    assert abs(float(np.linalg.norm(a1.embedding)) - 1.0) < 1e-5
 
 
 def test_no_face(pipeline) -> None:
