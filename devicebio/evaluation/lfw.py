@@ -110,6 +110,7 @@ def evaluate(
     folds: list[int] | None = None,
     detector: str = "fast",
     mirror: bool = True,
+    normalize: bool = True,
     progress: bool = True,
     pipeline: Any = None,
 ) -> dict[str, Any]:
@@ -125,6 +126,7 @@ def evaluate(
     pipe = pipeline or FacePipeline(
         detector=detector,  # type: ignore[arg-type]
         mirror=mirror,
+        normalize=normalize,
         progress=progress,
     )
 
@@ -193,6 +195,7 @@ def evaluate(
         "detector": detector,
         "detector_used": detectors,
         "mirror_averaging": mirror,
+        "unit_length": normalize,
         "quality_gates_would_flag": flagged,
         "timings_ms_mean": {k: float(np.mean(v)) for k, v in stage_ms.items()},
         "timings_ms_p50": {k: float(np.median(v)) for k, v in stage_ms.items()},
