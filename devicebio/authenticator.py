@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,7 +33,10 @@ from devicebio.protect import TemplateKey
 from devicebio.security_key import SecurityKeyFallback
 from devicebio.sources import Frame, FrameSource
 from devicebio.vault import Vault
-from devicebio.wire import LivenessClaim, Method
+from devicebio.wire import LivenessClaim, Method, PromptStep
+
+if TYPE_CHECKING:
+    from devicebio.liveness import ActiveLiveness
 
 FACE, FACE_KEY, CONSENT = "face", "face_key", "consent"
 FALLBACKS = ("pin", "recovery", "security-key")
@@ -113,14 +116,27 @@ class Authenticator:
         policy: AuthPolicy | None = None,
         clock: Callable[[], float] = time.time,
         on_frame: Callable[[Outcome | None], None] | None = None,
+        liveness: ActiveLiveness | None = None,
+        on_prompt: Callable[[PromptStep], None] | None = None,
     ) -> None:
+        """``liveness``: run this challenge-bound active liveness check over the frames before
+        matching (its sampled embeddings are the match's probes; its claim is signed into the
+        assertion). ``on_prompt`` shows each liveness prompt in the app's UI when it is due."""
         self.vault = vault
         self.policy = policy or AuthPolicy()
         self._pipeline = pipeline
         self._clock = clock
         self._on_frame = on_frame
+        self.liveness = liveness
+        self._on_prompt = on_prompt
+        if liveness is not None and pipeline is None:
+            # its embeddings are the match's probes: they must come from the same models
+            self._pipeline = liveness.pipeline
         self.credentials = Credentials(vault)
-        self.limiter = AttemptLimiter(vault, self.policy.attempts, clock=clock)
+        # With presentation-attack detection on, SP 800-63B allows more consecutive failures.
+        self.limiter = AttemptLimiter(
+            vault, self.policy.attempts, liveness=liveness is not None, clock=clock
+        )
         # One instance: it holds the lock that serialises the key's counter updates.
         self.security_keys = SecurityKeyFallback(vault, clock=clock)
 
@@ -203,12 +219,29 @@ class Authenticator:
         if not status.allowed:
             retry = status.retry_after if status.retry_after != float("inf") else None
             return AuthResult(Outcome(OutcomeCode.LOCKED_OUT, retry, None), None, 0, FALLBACKS)
-        captures, seen, rejected = self._capture(
-            source.frames(), want=self.policy.fuse_frames, limit=None
-        )
-        if not captures:
-            return AuthResult(_worst(rejected, seen), None, seen, FALLBACKS)
-        probes = key.protect(np.stack([c.embedding for c in captures]))
+        claim = LivenessClaim.none()
+        if self.liveness is not None:
+            # The same frames answer the prompts and give the probes, so the face that passed
+            # liveness is the face that is matched (identity continuity covers the session).
+            live = self.liveness.run(source.frames(), challenge, self._on_prompt)
+            seen = live.frames
+            if live.reason == "no_face":
+                # nobody presented anything: advice, not a failed attempt
+                return AuthResult(Outcome(OutcomeCode.NO_FACE), None, seen, FALLBACKS)
+            if not live.passed or len(live.embeddings) == 0:
+                after = self.limiter.record_failure()
+                offer = FALLBACKS if not after.allowed else ()
+                return AuthResult(Outcome(OutcomeCode.LIVENESS_FAILED), None, seen, offer)
+            claim = live.claim()
+            raw = np.asarray(live.embeddings, np.float32)
+        else:
+            captures, seen, rejected = self._capture(
+                source.frames(), want=self.policy.fuse_frames, limit=None
+            )
+            if not captures:
+                return AuthResult(_worst(rejected, seen), None, seen, FALLBACKS)
+            raw = np.stack([c.embedding for c in captures])
+        probes = key.protect(raw)
         # Score-level fusion: the mean over frames of each frame's closest template.
         dists = np.linalg.norm(probes[:, None, :] - templates[None, :, :], axis=2).min(axis=1)
         fused = float(dists.mean())
@@ -219,7 +252,7 @@ class Authenticator:
         self.limiter.record_face_success()
         verification = UserVerification(
             method=Method.FACE,
-            liveness=LivenessClaim.none(),
+            liveness=claim,
             model=self.pipeline.model_id,
             verified=True,
         )

@@ -16,7 +16,15 @@ import nacl.signing
 from fido2.webauthn import AuthenticatorData, CollectedClientData
 
 from devicebio.errors import DeviceBioError
-from devicebio.wire import EXTENSION_ID, DevicebioExtension, devicebio_extension_of
+from devicebio.wire import (
+    EXTENSION_ID,
+    LIVENESS_KIND,
+    DevicebioExtension,
+    Method,
+    devicebio_extension_of,
+    liveness_plan,
+    liveness_sequence_hash,
+)
 
 from .challenges import Challenge, Purpose, consume_challenge
 from .errors import Reason, VerifierError
@@ -132,6 +140,29 @@ def devicebio_extension(auth_data: AuthenticatorData) -> DevicebioExtension:
         raise VerifierError(Reason.EXTENSION_INVALID, _message(exc)) from None
     assert ext is not None  # presence checked above
     return ext
+
+
+def check_liveness(extension: DevicebioExtension, *, expected_challenge: bytes) -> None:
+    """Under a liveness-requiring policy: the face verification's liveness must be the
+    active, challenge-bound kind, passed, and bound to THIS challenge's prompt sequence
+    (recomputed here from the challenge; a result recorded for another challenge cannot be
+    reused)."""
+    if extension.method is not Method.FACE:
+        return
+    claim = extension.liveness
+    if claim.kind != LIVENESS_KIND or not claim.passed:
+        raise VerifierError(
+            Reason.POLICY_LIVENESS_REQUIRED,
+            f"face verification needs passed {LIVENESS_KIND!r} liveness",
+        )
+    try:
+        expected = liveness_sequence_hash(expected_challenge, liveness_plan(expected_challenge))
+    except DeviceBioError as exc:
+        raise VerifierError(Reason.MALFORMED, _message(exc)) from None
+    if claim.sequence_hash is None or not hmac.compare_digest(claim.sequence_hash, expected):
+        raise VerifierError(
+            Reason.LIVENESS_MISMATCH, "liveness was not performed for this challenge's prompts"
+        )
 
 
 def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, reason: Reason) -> None:

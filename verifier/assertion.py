@@ -3,10 +3,12 @@ the strict signature counter, the devicebio extension against the RP's policy, r
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import nacl.signing
 from fido2.webauthn import AuthenticatorData, CollectedClientData
@@ -15,7 +17,6 @@ from devicebio.wire import (
     AuthenticationResponseData,
     LivenessClaim,
     Method,
-    ed25519_public_key_from_cose,
     parse_authentication_json,
 )
 
@@ -29,6 +30,23 @@ from .store import CredentialRecord, Store
 __all__ = ["VerifiedAssertion", "verify_assertion"]
 
 _F = AuthenticatorData.FLAG
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_transaction(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` inside ``store.atomic()`` when the store offers it: the challenge burn, the
+    counter compare-and-set and the audit row then share one durable commit instead of three.
+    The store commits on the way out whatever the outcome, so a refusal still burns the
+    challenge (see ``SQLiteStore.atomic``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        atomic = getattr(kwargs.get("store"), "atomic", None)
+        with atomic() if callable(atomic) else contextlib.nullcontext():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,7 @@ class VerifiedAssertion:
         return self.assurance is Assurance.RECOVERY
 
 
+@_one_transaction
 def verify_assertion(
     *,
     credential: Mapping[str, Any] | str | bytes,
@@ -74,8 +93,10 @@ def verify_assertion(
 
     Order: challenge consumed -> parse -> credential lookup -> clientData (type, origin,
     challenge) -> rpIdHash -> flags -> extension -> signature over the exact received bytes
-    -> policy -> revocation -> counter (compare-and-set, the only write besides the
-    challenge and the audit trail).
+    -> policy (with ``require_liveness``, a face verification's liveness claim must carry the
+    sequence hash recomputed from ``expected_challenge``: else ``LIVENESS_MISMATCH``) ->
+    revocation -> counter (compare-and-set, the only write besides the challenge and the
+    audit trail).
     """
     # Caller mistakes are reported before the challenge is touched.
     checks.check_expectations(expected_origin, expected_rp_id)
@@ -168,6 +189,8 @@ def _verify(
     _verify_signature(record, bytes(auth_data) + client_data.hash, parsed.signature)
 
     assurance = policy.check(extension.method, extension.liveness)
+    if policy.require_liveness:
+        checks.check_liveness(extension, expected_challenge=expected_challenge)
     user_verified = bool(auth_data.flags & _F.UV)
     if not user_verified:
         assurance = Assurance.NONE
@@ -211,7 +234,7 @@ def _verify(
 
 def _verify_signature(record: CredentialRecord, message: bytes, signature: bytes) -> None:
     try:
-        raw_key = ed25519_public_key_from_cose(record.public_key)
+        raw_key = record.ed25519_public_key  # decoded once per key, then cached
     except Exception:
         # Registration only ever stores EdDSA keys: anything else is a damaged store.
         raise VerifierError(Reason.STORAGE, "stored credential key is not Ed25519") from None

@@ -346,11 +346,20 @@ def _decode_unverified(data: bytes) -> RevocationList:
     return _decode_payload(payload)
 
 
+_Index = dict[tuple[EntryKind, bytes | str], int]
+
+
 @functools.lru_cache(maxsize=8)
-def _parse_cached(data: bytes, key: bytes) -> RevocationList:
+def _parse_cached(data: bytes, key: bytes) -> tuple[RevocationList, _Index]:
     # check_not_revoked runs on every assertion; re-verifying an unchanged list each time
     # buys nothing. Cache hits need the very same bytes AND key, so nothing weaker is trusted.
-    return parse_revocation_list(data, nacl.signing.VerifyKey(key))
+    # The index (first position of each (kind, value)) makes each lookup O(1) instead of a
+    # scan of every entry; hashing and comparing the list's bytes for the cache is C speed.
+    rl = parse_revocation_list(data, nacl.signing.VerifyKey(key))
+    index: _Index = {}
+    for position, entry in enumerate(rl.entries):
+        index.setdefault((entry.kind, entry.value), position)
+    return rl, index
 
 
 # -- installing and enforcing -------------------------------------------------------------
@@ -440,7 +449,7 @@ def check_not_revoked(
             raise VerifierError(Reason.REVOCATION_LIST_MISSING, "no revocation list installed")
         return
     highest, data = state
-    rl = _parse_cached(bytes(data), bytes(issuer_key))
+    rl, index = _parse_cached(bytes(data), bytes(issuer_key))
     if rl.serial != highest:
         raise VerifierError(
             Reason.REVOCATION_LIST_ROLLBACK, "stored list is not the highest serial seen"
@@ -457,12 +466,14 @@ def check_not_revoked(
         wanted[EntryKind.MODEL_ID] = model_id
     if sdk_version is not None:
         wanted[EntryKind.SDK_VERSION] = sdk_version
-    for entry in rl.entries:
-        if entry.kind in wanted and wanted[entry.kind] == entry.value:
-            raise VerifierError(
-                Reason.REVOKED,
-                f"{entry.kind.value} revoked ({entry.reason.value}) in list serial {rl.serial}",
-            )
+    # The first matching entry in list order is reported, as a scan of the list would.
+    hits = [index[pair] for pair in wanted.items() if pair in index]
+    if hits:
+        entry = rl.entries[min(hits)]
+        raise VerifierError(
+            Reason.REVOKED,
+            f"{entry.kind.value} revoked ({entry.reason.value}) in list serial {rl.serial}",
+        )
 
 
 # -- display ------------------------------------------------------------------------------

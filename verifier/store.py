@@ -9,6 +9,11 @@ has to keep the same two atomicity promises:
 * ``update_sign_count`` is a compare-and-set, so two assertions carrying the same counter
   value cannot both be accepted.
 
+A store may also offer ``atomic()``, a context manager that groups several calls into one
+write transaction (``SQLiteStore.atomic``); the verifier uses it when present, so that one
+assertion costs one durable commit instead of one per write. Without it every call commits on
+its own, which is equally correct, only slower.
+
 Every ``sqlite3`` failure surfaces as ``VerifierError(Reason.STORAGE)``: the verifier fails
 closed when it cannot read or write its state. The audit trail holds event names and short
 fields (ids, reasons, counters); callers must never pass biometric data to it.
@@ -17,6 +22,7 @@ fields (ids, reasons, counters); callers must never pass biometric data to it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -24,17 +30,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from devicebio.wire import ed25519_public_key_from_cose
 from verifier.errors import Reason, VerifierError
 
-__all__ = ["SCHEMA_VERSION", "CredentialRecord", "SQLiteStore", "Store"]
+__all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "SQLiteStore", "Store"]
 
 #: Stored in ``PRAGMA user_version``; a database with another version is refused on open.
 SCHEMA_VERSION = 1
 
 # SQLite stores signed 64-bit integers; anything outside would raise OverflowError mid-query.
 _INT_MAX = 2**63 - 1
+
+#: ``"full"``: every commit is fsync'd before it returns. ``"normal"``: WAL with
+#: ``synchronous=NORMAL``, see :class:`SQLiteStore`.
+Durability = Literal["full", "normal"]
+_SYNCHRONOUS = {"full": ("FULL", 2), "normal": ("NORMAL", 1)}
+
+# UPDATE ... RETURNING (SQLite 3.35) redeems a challenge in one statement instead of two.
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 _SCHEMA = (
     """
@@ -91,6 +106,20 @@ class CredentialRecord:
     sign_count: int
     device_id: bytes | None
     created_at: float
+
+    @property
+    def ed25519_public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 key of ``public_key``; raises ``DeviceBioError`` if the
+        stored COSE_Key is not exactly OKP/Ed25519/EdDSA in canonical CBOR."""
+        return _ed25519_key(self.public_key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ed25519_key(cose_key: bytes) -> bytes:
+    # Decoding and re-encoding the COSE_Key to prove it canonical costs more than the
+    # signature check's bookkeeping; the result depends on the bytes alone, so a cache keyed
+    # by the exact bytes cannot hand one credential another's key. Failures are not cached.
+    return ed25519_public_key_from_cose(cose_key)
 
 
 @runtime_checkable
@@ -176,15 +205,41 @@ def _check_time(name: str, value: object) -> float:
 class SQLiteStore:
     """``Store`` on one SQLite file (or ``":memory:"``), safe for several processes at once.
 
-    Files run in WAL mode with ``synchronous=FULL`` (a used challenge or a raised counter must
-    survive a crash, or it could be replayed). One connection per ``SQLiteStore``; a lock
-    serialises threads sharing it, and SQLite's own locking (``BEGIN IMMEDIATE``, a busy
-    timeout) serialises processes.
+    Files run in WAL mode. One connection per ``SQLiteStore``; a lock serialises threads
+    sharing it, and SQLite's own locking (``BEGIN IMMEDIATE``, a busy timeout) serialises
+    processes.
+
+    ``durability`` says what a commit survives:
+
+    * ``"full"`` (default, ``synchronous=FULL``): the WAL is fsync'd at every commit, so once
+      a call returns, a used challenge or a raised counter survives a process crash, an OS
+      crash and a power cut.
+    * ``"normal"`` (``synchronous=NORMAL``): commits are not fsync'd (only checkpoints are).
+      They survive a crash of the verifier process, but the last transactions before an OS
+      crash or power cut can be lost, and with them state the verifier already acted on: a
+      challenge redeemed in the last moments before the cut is unused again (the captured
+      assertion could be accepted once more within the challenge's TTL), and a counter can
+      fall back to an earlier value (so the counter check would accept an assertion it had
+      already seen). Use it only where losing that window is acceptable, or where the disk
+      cache is battery-backed. The database itself is never corrupted in either mode.
+
+    ``":memory:"`` stores ignore ``durability``: nothing survives the process.
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        timeout: float = 10.0,
+        durability: Durability = "full",
+    ) -> None:
+        if not isinstance(durability, str) or durability not in _SYNCHRONOUS:
+            raise VerifierError(Reason.MALFORMED, "durability must be 'full' or 'normal'")
         self._lock = threading.RLock()
         self._path = str(path)
+        self._durability: Durability = durability
+        # Depth of atomic() blocks on this connection (guarded by _lock, which atomic holds).
+        self._atomic_depth = 0
         try:
             # isolation_level=None: we issue BEGIN ourselves, so each transaction is explicit.
             self._conn = sqlite3.connect(
@@ -198,7 +253,10 @@ class SQLiteStore:
                 mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise VerifierError(Reason.STORAGE, "could not switch the database to WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            pragma, level = _SYNCHRONOUS[durability]
+            self._conn.execute(f"PRAGMA synchronous = {pragma}")
+            if self._conn.execute("PRAGMA synchronous").fetchone()[0] != level:
+                raise VerifierError(Reason.STORAGE, f"could not set synchronous = {pragma}")
             self._open_schema()
         except VerifierError:
             self._conn.close()
@@ -238,11 +296,86 @@ class SQLiteStore:
             # PRAGMA takes no bound parameters; SCHEMA_VERSION is a module constant int.
             self._conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
 
+    @property
+    def durability(self) -> Durability:
+        return self._durability
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run the block's store calls in ONE write transaction, committed once at the end.
+
+        ``BEGIN IMMEDIATE`` takes the database's write lock up front and holds it (and this
+        store's thread lock) until the block exits, so the calls inside cannot interleave
+        with another thread's or process's. Inside, the store's methods do not commit on
+        their own; a method that fails undoes only its own writes (a savepoint). Nested
+        ``atomic()`` blocks join the outermost one.
+
+        The block's writes are committed however it exits, by an exception too: everything
+        the verifier writes in it (a burned challenge, a raised counter, an audit row) must
+        stay written whatever the outcome, exactly as if each call had committed by itself.
+        A refused assertion therefore still uses up its challenge. Only a crash before the
+        COMMIT loses the block's writes, and then the caller was never told the result. A
+        failed COMMIT raises ``VerifierError(STORAGE)`` unless an exception is already on
+        its way out (the refusal is not masked).
+        """
+        with self._lock:
+            if self._atomic_depth:
+                self._atomic_depth += 1
+                try:
+                    yield
+                finally:
+                    self._atomic_depth -= 1
+                return
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
+            self._atomic_depth = 1
+            try:
+                yield
+            except BaseException:
+                self._atomic_depth = 0
+                with contextlib.suppress(VerifierError):
+                    self._commit()
+                raise
+            self._atomic_depth = 0
+            self._commit()
+
+    def _commit(self) -> None:
+        if not self._conn.in_transaction:
+            # SQLite rolls a transaction back by itself after some errors (I/O, disk full):
+            # the block's writes are gone, which the caller must hear about.
+            raise VerifierError(Reason.STORAGE, "the transaction was rolled back by SQLite")
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise _storage_error(exc) from exc
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front, so read-then-write
-        sequences cannot interleave with another process's."""
+        sequences cannot interleave with another process's. Inside ``atomic()`` a savepoint
+        instead: all-or-nothing for this call, committed with the enclosing block."""
         with self._lock:
+            if self._atomic_depth:
+                try:
+                    self._conn.execute("SAVEPOINT store_call")
+                except sqlite3.Error as exc:
+                    raise _storage_error(exc) from exc
+                try:
+                    yield self._conn
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK TO store_call")
+                        self._conn.execute("RELEASE store_call")
+                    raise
+                try:
+                    self._conn.execute("RELEASE store_call")
+                except sqlite3.Error as exc:
+                    raise _storage_error(exc) from exc
+                return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -300,9 +433,31 @@ class SQLiteStore:
 
     def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
         value = _check_bytes("value", value)
-        with self._errors(), self._transaction() as conn:
+        if not _HAS_RETURNING:
+            return self._use_challenge_two_statements(value)
+        with self._errors():
             # The conditional UPDATE is the single point of truth: only one caller can
-            # flip used 0 -> 1, whatever the number of processes.
+            # flip used 0 -> 1, whatever the number of processes. One statement is atomic
+            # on its own, so no explicit transaction is needed. fetchall: the statement
+            # must run to completion before its autocommit happens.
+            rows = self._conn.execute(
+                "UPDATE challenges SET used = 1 WHERE value = ? AND used = 0"
+                " RETURNING user, purpose, expires_at",
+                (value,),
+            ).fetchall()
+            won = bool(rows)
+            if not won:
+                # Unknown or already used: which one is only needed for the refusal.
+                rows = self._conn.execute(
+                    "SELECT user, purpose, expires_at FROM challenges WHERE value = ?", (value,)
+                ).fetchall()
+        if not rows:
+            return None
+        row = rows[0]
+        return str(row[0]), str(row[1]), float(row[2]), not won
+
+    def _use_challenge_two_statements(self, value: bytes) -> tuple[str, str, float, bool] | None:
+        with self._errors(), self._transaction() as conn:
             won = conn.execute(
                 "UPDATE challenges SET used = 1 WHERE value = ? AND used = 0", (value,)
             ).rowcount

@@ -54,13 +54,15 @@ class _Device:
         self.creds = Credentials(Vault.create(path, RawKey(b"\x0b" * 32)))
 
     @staticmethod
-    def uv(method: str, liveness: bool = True) -> Any:
+    def uv(method: str, liveness: bool = True, challenge: bytes = b"\x02") -> Any:
         from devicebio.credentials import UserVerification
-        from devicebio.wire import LivenessClaim, Method
+        from devicebio.wire import LivenessClaim, Method, liveness_plan, liveness_sequence_hash
 
+        # The liveness claim is bound to the challenge's prompt sequence, as the device's is.
+        digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
         claim = (
             LivenessClaim(
-                kind="active-challenge", passed=liveness, sequence_hash=b"\x02" * 32, frames=20
+                kind="active-challenge", passed=liveness, sequence_hash=digest, frames=20
             )
             if method == "face"
             else LivenessClaim.none()
@@ -84,7 +86,10 @@ class _Device:
 
     def sign(self, challenge: bytes, method: str, liveness: bool = True) -> dict[str, Any]:
         asr = self.creds.authenticate(
-            rp_id=RP_ID, origin=ORIGIN, challenge=challenge, verification=self.uv(method, liveness)
+            rp_id=RP_ID,
+            origin=ORIGIN,
+            challenge=challenge,
+            verification=self.uv(method, liveness, challenge),
         )
         return asr.to_json()  # type: ignore[no-any-return]
 

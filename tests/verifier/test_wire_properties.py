@@ -520,3 +520,41 @@ def test_versioned_vector_verifies_with_python_fido2():
             [credential], challenge=bytes.fromhex(case["challenge_hex"])
         )
         assert server.authenticate_complete(state, [credential], case["credential"]) == credential
+
+
+_CBOR_LEAF = st.one_of(st.integers(-(2**64), 2**64 - 1), st.booleans(), st.text(), st.binary())
+_TEXT_KEYED = st.recursive(
+    _CBOR_LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=30), inner, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT_KEYED)
+def test_fast_canonical_cbor_equals_fido2_encoding_for_text_keyed_values(obj: object) -> None:
+    # parse_authenticator_data's fast canonical check relies on this equality.
+    assert cbor2.dumps(obj, canonical=True) == cbor.encode(obj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(st.integers(-300, 300), st.binary(max_size=3)),
+        st.integers(-(2**32), 2**32),
+        min_size=2,
+        max_size=5,
+    )
+)
+def test_authenticator_data_with_non_text_keys_needs_fido2_canonical_order(
+    ext: dict[object, int],
+) -> None:
+    header = b"\x11" * 32 + bytes([0x85]) + (1).to_bytes(4, "big")
+    good = header + cbor.encode(ext)
+    assert bytes(wire.parse_authenticator_data(good)) == good
+    other = header + cbor2.dumps(ext, canonical=True)
+    if other != good:
+        with pytest.raises(DeviceBioError):
+            wire.parse_authenticator_data(other)

@@ -1,0 +1,104 @@
+"""The verifier's check of challenge-bound liveness (issue 5, acceptance 3).
+
+Assertions are built by the real device credentials (Ed25519 in a real vault) and verified
+by the real verifier; only the liveness claim the device signs differs between cases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_assertion import MODEL, PIN, Device
+
+from devicebio.credentials import UserVerification
+from devicebio.wire import (
+    LIVENESS_KIND,
+    LivenessClaim,
+    Method,
+    liveness_plan,
+    liveness_sequence_hash,
+)
+from verifier import Assurance, Policy, Reason
+
+REQUIRE = Policy(require_liveness=True)
+
+
+@pytest.fixture()
+def dev(tmp_path: Path) -> Device:
+    return Device(tmp_path / "vault")
+
+
+def _bound(challenge: bytes, *, passed: bool = True, kind: str = LIVENESS_KIND) -> UserVerification:
+    """A face verification whose liveness ran the plan of ``challenge`` (``passed=False``:
+    a device that signs anyway, so only the verifier's check stands in the way)."""
+    digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
+    return UserVerification(Method.FACE, LivenessClaim(kind, passed, digest, 120), MODEL, True)
+
+
+def _no_liveness() -> UserVerification:
+    return UserVerification(Method.FACE, LivenessClaim.none(), MODEL, True)
+
+
+def test_liveness_bound_to_the_challenge_is_accepted(dev) -> None:
+    ch = dev.challenge()
+    result = dev.verify(dev.assert_(ch, _bound(ch)).to_json(), ch, policy=REQUIRE)
+    assert result.method is Method.FACE and result.assurance is Assurance.STRONG
+    assert result.liveness.sequence_hash == liveness_sequence_hash(ch, liveness_plan(ch))
+
+
+def test_hash_of_another_challenge_is_refused(dev) -> None:
+    ch = dev.challenge()
+    old = dev.challenge()  # a liveness session recorded for another challenge
+    dev.refused(
+        Reason.LIVENESS_MISMATCH, dev.assert_(ch, _bound(old)).to_json(), ch, policy=REQUIRE
+    )
+
+
+def test_hash_of_another_plan_is_refused(dev) -> None:
+    ch = dev.challenge()
+    # right challenge, but a plan other than the one the challenge derives (e.g. 3 steps)
+    digest = liveness_sequence_hash(ch, liveness_plan(ch, steps=3))
+    uv = UserVerification(Method.FACE, LivenessClaim(LIVENESS_KIND, True, digest, 90), MODEL, True)
+    dev.refused(Reason.LIVENESS_MISMATCH, dev.assert_(ch, uv).to_json(), ch, policy=REQUIRE)
+
+
+def test_passed_liveness_without_a_hash_is_refused(dev) -> None:
+    ch = dev.challenge()
+    uv = UserVerification(Method.FACE, LivenessClaim(LIVENESS_KIND, True, None, 90), MODEL, True)
+    dev.refused(Reason.LIVENESS_MISMATCH, dev.assert_(ch, uv).to_json(), ch, policy=REQUIRE)
+
+
+def test_no_liveness_is_refused_when_required_and_accepted_otherwise(dev) -> None:
+    ch = dev.challenge()
+    dev.refused(
+        Reason.POLICY_LIVENESS_REQUIRED,
+        dev.assert_(ch, _no_liveness()).to_json(),
+        ch,
+        policy=REQUIRE,
+    )
+    ch = dev.challenge()
+    result = dev.verify(dev.assert_(ch, _no_liveness()).to_json(), ch, policy=Policy())
+    assert result.method is Method.FACE and result.assurance is Assurance.MODERATE
+
+
+def test_failed_or_other_kind_of_liveness_is_refused_when_required(dev) -> None:
+    ch = dev.challenge()
+    dev.refused(
+        Reason.POLICY_LIVENESS_REQUIRED,
+        dev.assert_(ch, _bound(ch, passed=False)).to_json(),
+        ch,
+        policy=REQUIRE,
+    )
+    ch = dev.challenge()
+    dev.refused(
+        Reason.POLICY_LIVENESS_REQUIRED,
+        dev.assert_(ch, _bound(ch, kind="passive-model")).to_json(),
+        ch,
+        policy=REQUIRE,
+    )
+
+
+def test_methods_without_liveness_are_not_affected(dev) -> None:
+    ch = dev.challenge()
+    assert dev.verify(dev.assert_(ch, PIN).to_json(), ch, policy=REQUIRE).method is Method.PIN

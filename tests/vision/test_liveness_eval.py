@@ -1,0 +1,98 @@
+"""``devicebio eval liveness``: the annotation file, the simulated presentations, a CI-sized run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devicebio.errors import DeviceBioError
+from devicebio.evaluation import liveness as ev
+
+
+def test_annotation_is_well_formed_and_references_no_copied_video() -> None:
+    ann = ev.load_annotation()
+    assert ann.segments
+    for seg in ann.segments:
+        assert seg.label in ev.LABELS
+        assert seg.video in ann.videos
+        assert all(0 <= a < b for a, b in seg.ranges)
+    # the annotation names files; the videos themselves never sit in the repository
+    repo = Path(ev.__file__).resolve().parents[2]
+    for name in ann.videos:
+        assert not list(repo.rglob(name)), name
+
+
+def test_annotation_matches_the_video_folder(video_dir: Path) -> None:
+    import cv2
+
+    ann = ev.load_annotation()
+    assert ev.check_annotation(ann, video_dir) == []
+    for name, info in ann.videos.items():
+        cap = cv2.VideoCapture(str(video_dir / name))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        # decode the file: container frame counts are unreliable (variable frame rate)
+        assert n == info["frames"], name
+
+
+def test_malformed_annotation_is_a_typed_error(tmp_path: Path) -> None:
+    bad = tmp_path / "s.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "videos": {"a.mp4": {"person": "x", "fps": 30, "frames": 9}},
+                "segments": [{"video": "a.mp4", "label": "wave", "ranges": [[0, 3]]}],
+            }
+        )
+    )
+    with pytest.raises(DeviceBioError):
+        ev.load_annotation(bad)
+    bad.write_text("{")
+    with pytest.raises(DeviceBioError):
+        ev.load_annotation(bad)
+
+
+def test_people_and_mirrored_turns() -> None:
+    people = ev.build_people(ev.load_annotation())
+    assert people["tvl"].complete  # the one person with every prompt type on camera
+    # a person with one real turn answers the other direction with its mirror image
+    d3 = people["d3"]
+    assert "turn_right" in d3.mirrored
+    assert all(c.flip for c in d3.responses["turn_right"])
+    assert not any(c.flip for c in d3.responses["turn_left"])
+
+
+def test_photo_attack_frames_are_camera_like() -> None:
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, size=(250, 250, 3), dtype=np.uint8)
+    still = ev._PhotoAttack(photo, rng, 1.0, "still_photo")
+    frames = list(still)
+    assert len(frames) == 31 and frames[0].rgb.shape == (480, 640, 3)
+    assert [f.timestamp for f in frames[:3]] == pytest.approx([0, 1 / 30, 2 / 30])
+    # the still print only differs by sensor noise; the trembling one moves
+    diff_still = np.abs(frames[0].rgb.astype(int) - frames[15].rgb.astype(int)).mean()
+    moving = list(ev._PhotoAttack(photo, np.random.default_rng(0), 1.0, "moving_photo"))
+    diff_moving = np.abs(moving[0].rgb.astype(int) - moving[15].rgb.astype(int)).mean()
+    assert diff_still < 3.0 < diff_moving
+
+
+@pytest.mark.slow
+def test_ci_sized_run(video_dir: Path, lfw_dir: Path, pipeline) -> None:
+    report = ev.evaluate(
+        video_dir, lfw_dir, sessions=6, attacks=4, seed=7, progress=False, pipeline=pipeline
+    )
+    assert report["sessions"]["genuine"] == 6
+    assert all(report["sessions"][s] == 4 for s in ev.SPECIES)
+    assert set(report["apcer"]) == set(ev.SPECIES)
+    assert report["bpcer"] <= 0.5  # genuine sessions mostly pass
+    assert report["apcer"]["still_photo"] == 0.0
+    assert report["apcer"]["replay"] == 0.0
+    assert sum(report["reasons"]["still_photo"].values()) == 4
+    assert "seconds_total" in report and "machine" in report
+    text = ev.format_table(report)
+    assert "BPCER" in text and "still_photo" in text
