@@ -225,17 +225,38 @@ def cmd_authenticate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _authenticator(vault: Any, args: argparse.Namespace) -> Any:
+PROMPT_TEXT = {
+    "turn_left": "turn your head to YOUR left",
+    "turn_right": "turn your head to YOUR right",
+    "look_up": "look up",
+    "blink": "blink",
+}
+
+
+def _authenticator(vault: Any, args: argparse.Namespace, *, liveness: bool = False) -> Any:
     from devicebio.authenticator import Authenticator
-
-    def on_frame(outcome: Any) -> None:
-        if not getattr(args, "json", False):
-            print(f"  frame: {'ok' if outcome is None else outcome.message}", file=sys.stderr)
-
     from devicebio.vision.pipeline import FacePipeline
 
-    pipeline = FacePipeline(progress=not getattr(args, "json", False))
-    return Authenticator(vault, pipeline=pipeline, on_frame=on_frame)
+    quiet = getattr(args, "json", False)
+
+    def on_frame(outcome: Any) -> None:
+        if not quiet and not liveness:
+            print(f"  frame: {'ok' if outcome is None else outcome.message}", file=sys.stderr)
+
+    def on_prompt(step: Any) -> None:
+        # The prompt goes to the terminal at once: the response window is already running.
+        print(f">>> {PROMPT_TEXT.get(step.prompt.value, step.prompt.value)}", file=sys.stderr)
+
+    pipeline = FacePipeline(progress=not quiet)
+    checker = None
+    if liveness:
+        from devicebio.liveness import ActiveLiveness
+
+        checker = ActiveLiveness(pipeline)
+        print("look at the camera, then follow the prompts", file=sys.stderr)
+    return Authenticator(
+        vault, pipeline=pipeline, on_frame=on_frame, liveness=checker, on_prompt=on_prompt
+    )
 
 
 def _source(args: argparse.Namespace) -> Any:
@@ -247,7 +268,9 @@ def _source(args: argparse.Namespace) -> Any:
 def _authenticate_face(args: argparse.Namespace, vault: Any) -> int:
     if not args.user or not args.source:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "--method face needs --user and --source")
-    auth = _authenticator(vault, args)
+    if args.liveness is None:
+        args.liveness = args.source == "camera" or args.source.startswith("camera:")
+    auth = _authenticator(vault, args, liveness=args.liveness)
     source = _source(args)
     try:
         result = auth.authenticate(
@@ -682,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--user", help="the enrolled user (face)")
             p.add_argument("--source", help="camera, camera:N, a video, a photo or a folder")
+            p.add_argument(
+                "--liveness",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="challenge-bound liveness prompts (default: on for a camera, off otherwise)",
+            )
 
     p = add("enroll", cmd_enroll, "enrol a face (needs the PIN when one is set)")
     _vault_args(p)

@@ -61,9 +61,7 @@ class _Device:
         # The liveness claim is bound to the challenge's prompt sequence, as the device's is.
         digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
         claim = (
-            LivenessClaim(
-                kind="active-challenge", passed=liveness, sequence_hash=digest, frames=20
-            )
+            LivenessClaim(kind="active-challenge", passed=liveness, sequence_hash=digest, frames=20)
             if method == "face"
             else LivenessClaim.none()
         )
