@@ -218,9 +218,101 @@ class Demo:
             # 11. A's next (valid) face assertion is refused by the RP.
             res = self.face_round(auth, rp, genuine)
             self.record("A after revocation", "refused", _verdict(res), _rp_why(res))
+
+            # 12-13. A second device with liveness: the RP requires it for this user.
+            self.liveness_steps(rp)
         finally:
             rp.close()
         return self.report()
+
+    def liveness_steps(self, rp: RelyingParty) -> None:
+        """Person T (real video) enrols, answers the RP's liveness prompts, and is accepted as
+        strong; then a still photo of T's own face is refused on the device."""
+        import numpy as np
+
+        from devicebio import PassphraseKey, Pin, Vault
+        from devicebio.authenticator import Authenticator, Consent
+        from devicebio.credentials import UserVerification
+        from devicebio.evaluation import liveness as ev
+        from devicebio.liveness import ActiveLiveness
+        from devicebio.sources import StaticFrames
+        from devicebio.vision.pipeline import FacePipeline
+        from devicebio.wire import LivenessClaim, Method
+
+        video_dir = ev.default_video_dir()
+        if self.camera or not video_dir.is_dir():
+            print(f"(liveness steps skipped: no face videos at {video_dir}; set DEVICEBIO_VIDEO)")
+            return
+        people = ev.build_people(ev.load_annotation())
+        person = people["tvl"]
+        cache = ev.FrameCache(video_dir, ev.load_annotation())
+        rng = np.random.default_rng(7)
+        neutral = [cache.get(*r) for c in person.neutral for r in c.refs()]
+
+        vault = Vault.create(self.workdir / "vault-t", PassphraseKey("demo: use a prompt"))
+        Pin(vault).set(PIN)
+        pipeline = FacePipeline()
+        live = ActiveLiveness(pipeline)
+        performer: list[Any] = []
+        auth = Authenticator(
+            vault,
+            pipeline=pipeline,
+            liveness=live,
+            on_prompt=lambda step: performer[0].on_prompt(step),
+        )
+        ch = rp.challenge("t", "register")
+        Pin(vault).verify(PIN)
+        pin_ok = UserVerification(Method.PIN, LivenessClaim.none(), None, verified=True)
+        reg = auth.credentials.register(
+            rp_id=RP_ID, origin=ORIGIN, challenge=ch, user_name="t", verification=pin_ok
+        )
+        rp.post("/register", {"user": "t", "challenge": _b64(ch), "credential": reg.to_json()},
+                admin=True)  # fmt: skip
+        enrolled = auth.enroll(
+            "t",
+            StaticFrames(neutral[:: max(1, len(neutral) // 3)][:3]),
+            consent=Consent("demo", 30),
+        )
+        verdict = "enrolled" if enrolled.ok else "refused"
+        self.record("enrol T's face (from video)", "enrolled", verdict,
+                    f"{enrolled.templates} templates")  # fmt: skip
+
+        class Session:  # the camera: T answers each prompt as it appears
+            def __init__(self, plan: Any) -> None:
+                performer[:] = [ev._Performer(cache, person, rng, ev._horizon(plan))]
+
+            def frames(self) -> Any:
+                return iter(performer[0])
+
+            def close(self) -> None:
+                pass
+
+        from devicebio.wire import liveness_plan
+
+        ch = rp.challenge("t", "authenticate")
+        plan = liveness_plan(ch)
+        result = auth.authenticate("t", Session(plan), rp_id=RP_ID, origin=ORIGIN, challenge=ch)
+        prompts = ", ".join(step.prompt.value for step in plan)
+        if result.assertion is None:
+            res = {"ok": False, "why": f"device: {result.outcome.message}"}
+        else:
+            res = rp.post("/verify", {"challenge": _b64(ch), "require_liveness": True,
+                                      "credential": result.assertion.to_json()})  # fmt: skip
+        self.record("T with liveness (RP requires it)", "accepted", _verdict(res),
+                    f"prompts {prompts}; " + res.get("why", _rp_why(res)))  # fmt: skip
+
+        # A printed photo of T held in front of the camera: a still frame, sensor noise only.
+        photo = neutral[0].astype(np.int16)
+        stills = [
+            np.clip(photo + rng.integers(-2, 3, photo.shape), 0, 255).astype(np.uint8)
+            for _ in range(int(30 * ev._horizon(plan)))
+        ]
+        ch = rp.challenge("t", "authenticate")
+        attack = StaticFrames(stills, fps=30)
+        result = auth.authenticate("t", attack, rp_id=RP_ID, origin=ORIGIN, challenge=ch)
+        got = "refused" if result.assertion is None else "accepted"
+        self.record("photo of T held up", "refused", got,
+                    f"device: {result.outcome.message}; nothing sent")  # fmt: skip
 
     def face_round(self, auth: Any, rp: RelyingParty, frames: Any) -> dict[str, Any]:
         ch = rp.challenge("alice", "authenticate")
