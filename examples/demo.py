@@ -239,13 +239,15 @@ class Demo:
         from devicebio.vision.pipeline import FacePipeline
         from devicebio.wire import LivenessClaim, Method
 
-        video_dir = ev.default_video_dir()
+        video_dir = Path(
+            os.environ.get("DEVICEBIO_VIDEO", REPO.parent / "shared" / "data" / "video")
+        )
         if self.camera or not video_dir.is_dir():
             print(f"(liveness steps skipped: no face videos at {video_dir}; set DEVICEBIO_VIDEO)")
             return
-        people = ev.build_people(ev.load_annotation())
-        person = people["tvl"]
-        cache = ev.FrameCache(video_dir, ev.load_annotation())
+        annotation = ev.load_annotation()
+        person = ev.build_people(annotation)["tvl"]
+        cache = ev.FrameCache(video_dir, annotation)
         rng = np.random.default_rng(7)
         neutral = [cache.get(*r) for c in person.neutral for r in c.refs()]
 

@@ -24,16 +24,13 @@ from typing import Any
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.evaluation import metrics
+from devicebio.evaluation import metrics, shared_data
 
 ENV_LFW = "DEVICEBIO_LFW"
 
 
 def default_lfw_dir() -> Path:
-    if os.environ.get(ENV_LFW):
-        return Path(os.environ[ENV_LFW])
-    # A checkout with ../shared beside it (how CI and the README run it).
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw"
+    return shared_data("lfw", ENV_LFW)
 
 
 @dataclass(frozen=True)
