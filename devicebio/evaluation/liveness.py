@@ -75,9 +75,9 @@ CANVAS = (480, 640)  # height, width of the simulated camera for photo attacks
 
 
 def default_video_dir() -> Path:
-    if os.environ.get(ENV_VIDEO):
-        return Path(os.environ[ENV_VIDEO])
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "video"
+    from devicebio.evaluation import shared_data
+
+    return shared_data("video", ENV_VIDEO)
 
 
 # ---- annotation ---------------------------------------------------------------------------
