@@ -349,7 +349,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_users(args: argparse.Namespace) -> int:
     from devicebio.authenticator import Authenticator
 
-    users = Authenticator(open_vault(args), pipeline=False).users()
+    users = Authenticator(open_vault(args)).users()
     rows = [
         {
             "user": u.user,
@@ -371,7 +371,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
     vault = open_vault(args)
     _require_pin_if_set(vault)
-    Authenticator(vault, pipeline=False).remove(args.user)
+    Authenticator(vault).remove(args.user)
     emit(args, {"ok": True}, f"removed {args.user}: templates, their key and consent deleted")
     return EXIT_OK
 
