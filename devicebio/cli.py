@@ -146,11 +146,10 @@ def cmd_pin_set(args: argparse.Namespace) -> int:
 
 
 def cmd_recovery_new(args: argparse.Namespace) -> int:
-    from devicebio.knowledge import Pin, RecoveryCodes
+    from devicebio.knowledge import RecoveryCodes
 
     vault = open_vault(args)
-    if Pin(vault).status().is_set:
-        Pin(vault).verify(read_secret("PIN: "))
+    _require_pin_if_set(vault)
     codes = RecoveryCodes(vault).new()
     emit(
         args,
