@@ -59,6 +59,11 @@ def check_expectations(expected_origin: object, expected_rp_id: object) -> None:
         raise VerifierError(Reason.MALFORMED, "expected origin / RP id is not valid text") from None
 
 
+def check_revocation_key(key: object) -> None:
+    if key is not None and not isinstance(key, nacl.signing.VerifyKey):
+        raise VerifierError(Reason.MALFORMED, "revocation_issuer_key must be a VerifyKey")
+
+
 def check_type(value: str) -> None:
     if value != "public-key":
         raise VerifierError(Reason.WRONG_TYPE, "credential type must be 'public-key'")

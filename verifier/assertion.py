@@ -102,10 +102,7 @@ def verify_assertion(
     checks.check_expectations(expected_origin, expected_rp_id)
     if not isinstance(policy, Policy):
         raise VerifierError(Reason.MALFORMED, "policy must be a Policy")
-    if revocation_issuer_key is not None and not isinstance(
-        revocation_issuer_key, nacl.signing.VerifyKey
-    ):
-        raise VerifierError(Reason.MALFORMED, "revocation_issuer_key must be a VerifyKey")
+    checks.check_revocation_key(revocation_issuer_key)
     credential_id_hex: str | None = None
     try:
         # Burn the challenge first: any attempt, whatever it fails on, uses it up. Its user

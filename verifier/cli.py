@@ -451,6 +451,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
     challenge = _b64url_arg(args.challenge, "--challenge")
     user_handle = _b64url_arg(args.user_handle, "--user-handle") if args.user_handle else None
+    issuer_key = _load_verify_key(args.issuer_key) if args.issuer_key else None
     payload = _read_input(args.file)
     with _store(args) as store:
         result = verify_registration(
@@ -461,6 +462,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
             store=store,
             user=args.user,
             user_handle=user_handle,
+            revocation_issuer_key=issuer_key,
         )
     credential_id = _b64url(result.credential_id)
     _emit(
@@ -755,6 +757,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--challenge", required=True, help=_CHALLENGE_HELP)
     p.add_argument("--user-handle", help="base64url user.id sent in the creation options")
     p.add_argument("--file", help="registration JSON (default: stdin)")
+    p.add_argument("--issuer-key", help="revocation-list public key; enforces the list")
 
     p = command("verify", _cmd_verify, "verify an assertion against a stored credential")
     p.add_argument("--rp-id", required=True)

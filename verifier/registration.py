@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import nacl.signing
 from fido2 import cbor
 from fido2.webauthn import CollectedClientData
 
@@ -22,6 +23,7 @@ from . import _webauthn as checks
 from .challenges import Purpose
 from .errors import Reason, VerifierError
 from .policy import Assurance, Policy
+from .revocation import check_not_revoked
 from .store import CredentialRecord, Store
 
 __all__ = ["VerifiedRegistration", "verify_registration"]
@@ -62,6 +64,7 @@ def verify_registration(
     user: str,
     policy: Policy = Policy(),  # noqa: B008 - frozen, immutable default
     user_handle: bytes | None = None,
+    revocation_issuer_key: nacl.signing.VerifyKey | None = None,
     now: float | None = None,
 ) -> VerifiedRegistration:
     """Verify a RegistrationResponseJSON made by a devicebio device and store the credential.
@@ -73,7 +76,10 @@ def verify_registration(
 
     Accepted: attestation format ``packed`` self-attestation only, alg EdDSA (-8) only,
     device-bound credentials only (BE = BS = 0), and the devicebio extension with a per-RP
-    device id. Raises :class:`~verifier.errors.VerifierError` with a reason on any failure.
+    device id. With ``revocation_issuer_key`` the list in force must exist, verify, be fresh,
+    and name neither the credential, the device, its model nor its SDK version: a revoked
+    device cannot come back under a new credential. Raises
+    :class:`~verifier.errors.VerifierError` with a reason on any failure.
     """
     # Caller mistakes are reported before the challenge is touched.
     checks.check_expectations(expected_origin, expected_rp_id)
@@ -81,6 +87,7 @@ def verify_registration(
         raise VerifierError(Reason.MALFORMED, "user must be a non-empty str")
     if not isinstance(policy, Policy):
         raise VerifierError(Reason.MALFORMED, "policy must be a Policy")
+    checks.check_revocation_key(revocation_issuer_key)
     if user_handle is not None and (
         not isinstance(user_handle, bytes) or not 1 <= len(user_handle) <= 64
     ):
@@ -106,6 +113,7 @@ def verify_registration(
             user=user,
             policy=policy,
             user_handle=user_handle,
+            revocation_issuer_key=revocation_issuer_key,
             now=now,
         )
     except VerifierError as exc:
@@ -140,6 +148,7 @@ def _verify(
     user: str,
     policy: Policy,
     user_handle: bytes | None,
+    revocation_issuer_key: nacl.signing.VerifyKey | None,
     now: float | None,
 ) -> VerifiedRegistration:
     # §7.1 steps in order; the step numbers are those of WebAuthn Level 3.
@@ -185,6 +194,17 @@ def _verify(
     assurance = policy.check(extension.method, extension.liveness)
     if not auth_data.flags & auth_data.FLAG.UV:
         assurance = Assurance.NONE
+    if revocation_issuer_key is not None:
+        check_not_revoked(
+            store,
+            revocation_issuer_key,
+            credential_id=credential_id,
+            device_id=extension.device_id,
+            model_id=extension.model,
+            sdk_version=extension.sdk_version,
+            now=now,
+            required=True,
+        )
 
     # 24-26: credential id not registered before; then store.
     if store.get_credential(credential_id) is not None:

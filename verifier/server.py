@@ -72,7 +72,7 @@ from verifier.assertion import VerifiedAssertion, verify_assertion
 from verifier.challenges import DEFAULT_TTL, Purpose, issue_challenge
 from verifier.errors import Reason, VerifierError
 from verifier.policy import Assurance, Policy
-from verifier.registration import verify_registration
+from verifier.registration import VerifiedRegistration, verify_registration
 from verifier.revocation import (
     EntryKind,
     RevocationEntry,
@@ -628,6 +628,15 @@ def create_app(
             raise
     last_purge = [0.0]
 
+    def revocation_key() -> nacl.signing.VerifyKey | None:
+        """The issuer key to enforce the list with, after renewing the list if it is due.
+        Renewal is best effort: if it fails, the check it feeds fails closed."""
+        if revocation is None:
+            return None
+        with contextlib.suppress(VerifierError):
+            revocation.ensure_fresh()
+        return revocation.verify_key
+
     def _blocking(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Awaitable[Any]:
         return run_in_threadpool(func, *args, **kwargs)
 
@@ -696,8 +705,9 @@ def create_app(
         user = _text(body, "user", _MAX_USER)
         value = _b64url_field(body, "challenge")
         credential = _object_field(body, "credential")
-        result = await _blocking(
-            lambda: verify_registration(
+
+        def run() -> VerifiedRegistration:
+            return verify_registration(
                 credential=credential,
                 expected_challenge=value,
                 expected_origin=origin,
@@ -705,9 +715,11 @@ def create_app(
                 store=store,
                 user=user,
                 policy=policy,
+                revocation_issuer_key=revocation_key(),
                 now=clock(),
             )
-        )
+
+        result = await _blocking(run)
         return _json(
             200,
             {
@@ -739,10 +751,6 @@ def create_app(
                 effective = dataclasses.replace(policy, require_liveness=True)
 
             def run() -> VerifiedAssertion:
-                if revocation is not None:
-                    with contextlib.suppress(VerifierError):
-                        # Best effort: if renewal fails, the check below fails closed.
-                        revocation.ensure_fresh()
                 return verify_assertion(
                     credential=credential,
                     expected_challenge=value,
@@ -750,7 +758,7 @@ def create_app(
                     expected_rp_id=rp_id,
                     store=store,
                     policy=effective,
-                    revocation_issuer_key=None if revocation is None else revocation.verify_key,
+                    revocation_issuer_key=revocation_key(),
                     now=clock(),
                 )
 

@@ -596,6 +596,12 @@ def test_end_to_end_register_verify_revoke(db: Path, key: tuple[Path, str], tmp_
     )
     r = _verify(db, device, "--issuer-key", pub)
     assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "revoked"
+    # ... and the revoked device cannot come back under a new credential
+    text, value = _challenge(db, "register")
+    again = json.dumps(device.register(value)).encode()
+    args = ("register", "--db", db, "--rp-id", RP_ID, "--origin", ORIGIN, "--user", "alice")
+    r = run(*args, f"--challenge={text}", "--json", "--issuer-key", pub, stdin=again)
+    assert r.returncode == 1 and json.loads(r.stdout)["reason"] == "revoked", r.stdout
 
 
 def test_register_refusals(db: Path, tmp_path: Path) -> None:

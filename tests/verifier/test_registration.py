@@ -471,3 +471,59 @@ def test_refusals_are_audited(creds, store):
     assert (
         fields["reason"] == "rp_id_mismatch" and fields["credential_id"] == reg.credential_id.hex()
     )
+
+
+# ---- revocation ----------------------------------------------------------------------------
+
+_ISSUER = nacl.signing.SigningKey(b"\x31" * 32)
+
+
+def _install_list(store: SQLiteStore, *entries: Any, next_update: int = 10**10) -> None:
+    from verifier import RevocationList, install_revocation_list, sign_revocation_list
+
+    rl = RevocationList(
+        issuer="rp-security", serial=1, this_update=1000, next_update=next_update, entries=entries
+    )
+    data = sign_revocation_list(rl, _ISSUER)
+    install_revocation_list(store, data, _ISSUER.verify_key, now=1000)
+
+
+@pytest.mark.parametrize("which", ["device", "model"])
+def test_a_revoked_device_or_model_cannot_register_again(creds, store, which) -> None:
+    """Revoking a device must also stop it coming back under a fresh credential."""
+    from verifier import EntryKind, RevocationEntry, RevocationReason
+
+    entry = {
+        "device": (EntryKind.DEVICE_KEY, creds.device_id(RP)),
+        "model": (EntryKind.MODEL_ID, "m@1"),
+    }[which]
+    _install_list(
+        store, RevocationEntry(*entry, RevocationReason.USER_KEY_PHYSICAL_COMPROMISE, 1000)
+    )
+    key = _ISSUER.verify_key
+    ch = _challenge(store).value
+    _refused(Reason.REVOKED, store, _register(creds, ch).to_json(), ch, revocation_issuer_key=key)
+    assert store.credentials_for_user("alice") == []  # nothing was stored
+    # the same registration against a list that does not name the device is accepted
+    other = SQLiteStore()
+    _install_list(other)
+    ch = _challenge(other).value
+    result = _verify(other, _register(creds, ch).to_json(), ch, revocation_issuer_key=key)
+    assert result.user == "alice"
+
+
+def test_registration_under_a_stale_or_missing_list_fails_closed(creds, store) -> None:
+    key = _ISSUER.verify_key
+    ch = _challenge(store).value
+    reg = _register(creds, ch).to_json()
+    _refused(Reason.REVOCATION_LIST_MISSING, store, reg, ch, revocation_issuer_key=key)
+    _install_list(store, next_update=2000)
+    ch = issue_challenge(store, user="alice", purpose=Purpose.REGISTER, now=2500.0).value
+    reg = _register(creds, ch).to_json()
+    _refused(Reason.REVOCATION_LIST_STALE, store, reg, ch, revocation_issuer_key=key, now=2500.0)
+
+
+def test_a_revocation_key_of_the_wrong_type_is_a_caller_error(creds, store) -> None:
+    ch = _challenge(store).value
+    reg = _register(creds, ch).to_json()
+    _refused(Reason.MALFORMED, store, reg, ch, revocation_issuer_key=b"k")
