@@ -15,6 +15,7 @@ Ordering guarantee: the signature counter is incremented and durably written to 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import importlib.metadata
@@ -58,6 +59,7 @@ class _Vault(Protocol):
     def exists(self, kind: str, record_id: str) -> bool: ...
     def delete(self, kind: str, record_id: str) -> None: ...
     def ids(self, kind: str) -> list[str]: ...
+    def exclusive(self) -> contextlib.AbstractContextManager[None]: ...
     @property
     def device_secret(self) -> bytes: ...
 
@@ -227,8 +229,8 @@ def _valid_record(value: object) -> dict[str, Any]:
 class Credentials:
     """WebAuthn credentials of one device profile, stored in ``vault``.
 
-    Thread-safe within one process: the counter's read-increment-write is serialised so two
-    concurrent authentications never sign the same counter value.
+    Safe for threads and processes sharing one vault: the counter's read-increment-write is
+    serialised so two concurrent authentications never sign the same counter value.
     """
 
     def __init__(self, vault: _Vault) -> None:
@@ -335,7 +337,9 @@ class Credentials:
         client_data = CollectedClientData.create(
             type=CollectedClientData.TYPE.GET, challenge=challenge, origin=origin
         )
-        with self._lock:
+        # The vault's lock spans read-increment-write, so two processes sharing this vault
+        # never sign the same counter value either.
+        with self._lock, self._vault.exclusive():
             record_id, record = self._find(rp_id, credential_id)
             counter = record["counter"] + 1
             if counter > _MAX_COUNTER:

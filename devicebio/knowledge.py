@@ -72,29 +72,31 @@ class Pin:
 
     def verify(self, pin: str) -> None:
         """Return if ``pin`` is right; else raise PIN_WRONG, or LOCKED_OUT once blocked."""
-        record = self._record()
-        if record["failures"] >= self._max:
-            raise DeviceBioError(
-                Reason.LOCKED_OUT,
-                "the PIN is blocked after too many wrong entries",
-                hint="use a recovery code ('devicebio authenticate --method recovery')",
-            )
-        # Count the attempt first: a crash during the slow hash must not refund it.
-        record["failures"] += 1
-        self._vault.put(self.KIND, self.ID, record)
+        # Count the attempt first, under the vault's lock: a crash during the slow hash must
+        # not refund it, and two processes guessing at once must each be counted.
+        with self._vault.exclusive():
+            record = self._record()
+            if record["failures"] >= self._max:
+                raise DeviceBioError(
+                    Reason.LOCKED_OUT,
+                    "the PIN is blocked after too many wrong entries",
+                    hint="use a recovery code ('devicebio authenticate --method recovery')",
+                )
+            record["failures"] += 1
+            self._vault.put(self.KIND, self.ID, record)
         guess = argon2id_key(pin.encode(), record["salt"], record["ops"], record["mem"])
         if not hmac.compare_digest(guess, record["hash"]):
             left = self._max - record["failures"]
             raise DeviceBioError(Reason.PIN_WRONG, f"wrong PIN, {left} tries left")
-        record["failures"] = 0
-        self._vault.put(self.KIND, self.ID, record)
+        self.unblock()
 
     def unblock(self) -> None:
         """Reset the retry counter (after a recovery code was accepted)."""
-        if self._vault.exists(self.KIND, self.ID):
-            record = self._record()
-            record["failures"] = 0
-            self._vault.put(self.KIND, self.ID, record)
+        with self._vault.exclusive():
+            if self._vault.exists(self.KIND, self.ID):
+                record = self._record()
+                record["failures"] = 0
+                self._vault.put(self.KIND, self.ID, record)
 
     def _record(self) -> dict:
         try:
@@ -155,11 +157,12 @@ class RecoveryCodes:
     def use(self, code: str) -> None:
         """Consume ``code`` or raise RECOVERY_CODE_WRONG. A code works once."""
         digest = self._hash(code)
-        unused = self._unused() if self._vault.exists(self.KIND, self.ID) else []
-        match = [h for h in unused if hmac.compare_digest(h, digest)]
-        if not match:
-            raise DeviceBioError(Reason.RECOVERY_CODE_WRONG, "that recovery code is not valid")
-        self._vault.put(self.KIND, self.ID, {"unused": [h for h in unused if h != match[0]]})
+        with self._vault.exclusive():  # two processes must not both spend one code
+            unused = self._unused() if self._vault.exists(self.KIND, self.ID) else []
+            match = [h for h in unused if hmac.compare_digest(h, digest)]
+            if not match:
+                raise DeviceBioError(Reason.RECOVERY_CODE_WRONG, "that recovery code is not valid")
+            self._vault.put(self.KIND, self.ID, {"unused": [h for h in unused if h != match[0]]})
 
     def _unused(self) -> list[bytes]:
         record = self._vault.get(self.KIND, self.ID)
@@ -267,23 +270,26 @@ class AttemptLimiter:
         )
 
     def record_failure(self) -> AttemptStatus:
-        state = self._state()
-        state["failures"] += 1
-        over = state["failures"] - self._limit
-        if over >= 0:
-            state["not_before"] = self._clock() + self.policy.base_delay * 2.0 ** min(over, 30)
-        self._vault.put(self.KIND, self.ID, state)
+        with self._vault.exclusive():  # concurrent failures must all count
+            state = self._state()
+            state["failures"] += 1
+            over = state["failures"] - self._limit
+            if over >= 0:
+                state["not_before"] = self._clock() + self.policy.base_delay * 2.0 ** min(over, 30)
+            self._vault.put(self.KIND, self.ID, state)
         return self.status()
 
     def start(self) -> None:
         """Write the initial state if there is none (enrolment calls this)."""
-        if not self._vault.exists(self.KIND, self.ID):
-            self._vault.put(self.KIND, self.ID, self._state())
+        with self._vault.exclusive():
+            if not self._vault.exists(self.KIND, self.ID):
+                self._vault.put(self.KIND, self.ID, self._state())
 
     def record_face_success(self) -> None:
-        state = self._state()
-        state["failures"], state["not_before"] = 0, 0.0
-        self._vault.put(self.KIND, self.ID, state)
+        with self._vault.exclusive():
+            state = self._state()
+            state["failures"], state["not_before"] = 0, 0.0
+            self._vault.put(self.KIND, self.ID, state)
 
     def record_fallback_success(self) -> None:
         """A knowledge factor or security key succeeded: clear every face restriction."""

@@ -28,6 +28,7 @@ import hmac
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,8 @@ class Vault:
         self._seal_key = subkey(master, b"record-seal")
         self._slot_key = subkey(master, b"record-slot")
         self._check_key = subkey(master, b"header-check")
+        self._lock_owner = threading.RLock()
+        self._lock_depth = 0
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -206,7 +209,7 @@ class Vault:
             "kdf": params,
             "check": seal(vault._check_key, b"devicebio-vault-ok", vault_id),
         }
-        with vault._locked():
+        with vault.exclusive():
             atomic.atomic_write(root / HEADER, cbor2.dumps(header, canonical=True))
         vault.put("device", "secret", nacl.utils.random(32))
         return vault
@@ -279,13 +282,31 @@ class Vault:
         return cbor2.dumps([FORMAT, SCHEMA_VERSION, self.vault_id, kind, slot])
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, atomic.FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def exclusive(self) -> Iterator[None]:
+        """Hold the vault's writer lock (across threads and processes) for a whole
+        read-modify-write, e.g. counting a PIN attempt or a signature counter: without it two
+        processes could both read N and both write N + 1 (a free PIN guess, a reused
+        counter). Re-entrant: ``put`` and ``delete`` inside the block join it."""
+        with self._lock_owner:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            # flock locks belong to the open file, so a second open+flock in this process
+            # would wait on the first: hence the depth count instead of locking again.
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, atomic.FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._lock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth = 0
+            finally:
+                os.close(fd)
 
     def put(self, kind: str, record_id: str, value: Any) -> None:
         """Seal ``value`` (anything CBOR can encode) and replace the record atomically."""
@@ -299,7 +320,7 @@ class Vault:
             ) from None
         slot = self._slot(kind, record_id)
         blob = RECORD_MAGIC + slot + seal(self._seal_key, plaintext, self._aad(kind, slot))
-        with self._locked():
+        with self.exclusive():
             kind_dir = self.path / kind
             if not kind_dir.is_dir():
                 atomic.make_private_dir(kind_dir)
@@ -358,7 +379,7 @@ class Vault:
     def delete(self, kind: str, record_id: str) -> None:
         _check_name("kind", kind)
         _check_name("record id", record_id)
-        with self._locked():
+        with self.exclusive():
             atomic.remove_durably(self._record_path(kind, self._slot(kind, record_id)))
 
     def ids(self, kind: str) -> list[str]:
