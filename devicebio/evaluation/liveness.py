@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.liveness import ActiveLiveness, FrameMeasure
 from devicebio.sources import Frame, StaticFrames
 
 ENV_VIDEO = "DEVICEBIO_VIDEO"
@@ -177,9 +178,57 @@ class FrameCache:
                     Reason.FRAME_SOURCE, f"{name}: frames {min(missing)}.. do not decode"
                 )
 
+        self._mirrored: dict[tuple[str, int], np.ndarray] = {}
+        self._ids = {id(a) for a in self._frames.values()}
+
     def get(self, video: str, index: int, flip: bool = False) -> np.ndarray:
+        """The frame; the same array object every time it is asked for (see ``owns``)."""
         rgb = self._frames[(video, index)]
-        return np.ascontiguousarray(rgb[:, ::-1]) if flip else rgb
+        if not flip:
+            return rgb
+        if (video, index) not in self._mirrored:
+            mirrored = np.ascontiguousarray(rgb[:, ::-1])
+            self._mirrored[(video, index)] = mirrored
+            self._ids.add(id(mirrored))
+        return self._mirrored[(video, index)]
+
+    def owns(self, rgb: np.ndarray) -> bool:
+        """True for an array this cache handed out. They live as long as the cache, so no
+        other array can share their id meanwhile."""
+        return id(rgb) in self._ids
+
+
+class RememberingLiveness(ActiveLiveness):
+    """ActiveLiveness whose per-frame models run once per recorded video frame.
+
+    Genuine, replay, identity-mismatch and face-swap sessions are spliced from the same few
+    hundred annotated frames, so most of an evaluation would recompute the same meshes and
+    embeddings. The models are deterministic functions of the pixels, so remembering their
+    outputs per frame (only for the cache's own frames, never for rendered photo attacks)
+    changes no decision, only the time the evaluation takes. Everything else (optical flow,
+    the session logic) still runs on every frame.
+    """
+
+    def __init__(self, pipeline: Any, cache: FrameCache) -> None:
+        super().__init__(pipeline)
+        self._cache = cache
+        self._measured: dict[tuple[int, bool], FrameMeasure | None] = {}
+        self._embedded: dict[int, np.ndarray | None] = {}
+
+    def measure(self, rgb: np.ndarray, *, eyes: bool = True) -> FrameMeasure | None:
+        if not self._cache.owns(rgb):
+            return super().measure(rgb, eyes=eyes)
+        key = (id(rgb), eyes)
+        if key not in self._measured:
+            self._measured[key] = super().measure(rgb, eyes=eyes)
+        return self._measured[key]
+
+    def _embed(self, rgb: np.ndarray) -> np.ndarray | None:
+        if not self._cache.owns(rgb):
+            return super()._embed(rgb)
+        if id(rgb) not in self._embedded:
+            self._embedded[id(rgb)] = super()._embed(rgb)
+        return self._embedded[id(rgb)]
 
 
 @dataclass(frozen=True)
@@ -489,7 +538,6 @@ class _Bench:
         pipeline: Any = None,
         liveness: Any = None,
     ) -> None:
-        from devicebio.liveness import ActiveLiveness
         from devicebio.vision.matching import DEFAULT_THRESHOLD
         from devicebio.vision.pipeline import FaceCapture, FacePipeline
 
@@ -498,10 +546,10 @@ class _Bench:
         self.lfw_dir = lfw_dir
         ann = load_annotation(annotation)
         self.pipe = pipeline or FacePipeline()
-        self.live = liveness or ActiveLiveness(self.pipe)
         t0 = time.perf_counter()
         self.cache = FrameCache(video_dir, ann)
         self.decode_s = time.perf_counter() - t0
+        self.live = liveness or RememberingLiveness(self.pipe, self.cache)
         self.people = build_people(ann)
         self.complete = sorted(n for n, p in self.people.items() if p.complete)
         # every plan has a head turn: anyone with neutral footage and both turns takes part

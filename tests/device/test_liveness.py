@@ -380,3 +380,67 @@ def test_a_crashing_pad_plugin_fails_closed_and_bad_frames_are_typed(
     with pytest.raises(DeviceBioError) as info:
         live.run(iter([np.zeros((4, 4, 3), np.uint8)]), challenge)  # type: ignore[list-item]
     assert info.value.reason is Reason.INVALID_ARGUMENT
+
+
+# ---- the flat-surface (parallax) test ------------------------------------------------------
+
+
+def _tilted(photo: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """``photo`` as a print rotated ``yaw_deg`` about its vertical axis, seen by a pinhole
+    camera (the perspective a 3-D-rotated print shows)."""
+    h, w = photo.shape[:2]
+    f = dist = 700.0
+    c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    corners = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], np.float64) * 0.8
+    x, z = corners[:, 0] * c, -corners[:, 0] * s
+    centre = np.array([320.0, 240.0])
+    proj = np.stack([f * x / (dist + z), f * corners[:, 1] / (dist + z)], axis=1) + centre
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    m = cv2.getPerspectiveTransform(src, proj.astype(np.float32))
+    return cv2.warpPerspective(photo, m, (640, 480), borderValue=(90, 90, 90))
+
+
+def test_planar_residual_is_zero_for_a_plane_and_not_for_a_head() -> None:
+    from devicebio.liveness import planar_residual
+
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-50, 50, size=(60, 2))
+    h = np.array([[0.9, 0.1, 5.0], [-0.05, 1.1, -3.0], [1e-4, -2e-4, 1.0]])
+    moved = cv2.perspectiveTransform(pts[None], h)[0]
+    assert planar_residual(pts, moved, scale=60.0) < 1e-6
+    # points on a sphere cap (a head's relief) turned 25 degrees about the vertical axis
+    z = np.sqrt(np.maximum(0.0, 80.0**2 - (pts**2).sum(1)))
+    a = math.radians(25)
+    turned = np.stack([pts[:, 0] * math.cos(a) + z * math.sin(a), pts[:, 1]], axis=1)
+    assert planar_residual(pts, turned, scale=60.0) > 0.02  # 0.04: no plane explains it
+
+
+def test_parallax_separates_a_turning_head_from_a_tilted_print(
+    liveness, video_frames, photo
+) -> None:
+    """The statistic the session thresholds: a real turn reaches ``parallax_min``, the same
+    turn made by a print (rotated in 3-D by the true angle) stays below it."""
+    from devicebio.liveness import _grey, _PlaneTracker
+
+    threshold = liveness.config.parallax_min
+
+    def peak(images: list[np.ndarray], yaws: list[float] | None = None) -> float:
+        tracker, best = _PlaneTracker(), 0.0
+        for k, rgb in enumerate(images):
+            m = liveness.measure(rgb, eyes=False)
+            assert m is not None
+            yaw = m.yaw if yaws is None else yaws[k]
+            if k == 0:
+                tracker.reset(_grey(rgb), m.mesh, yaw)
+                continue
+            tracker.step(_grey(rgb))
+            if abs(yaw - tracker.anchor_yaw) >= liveness.config.yaw_deg:
+                iod = float(np.linalg.norm(m.mesh[263, :2] - m.mesh[33, :2]))
+                best = max(best, tracker.parallax(iod, yaw) or 0.0)
+        return best
+
+    head = peak([video_frames[i] for i in range(48, 91, 2)])  # the real turn, at 15 fps
+    angles = [40.0 * k / 20 for k in range(21)]
+    print_ = peak([_tilted(photo, a) for a in angles], yaws=angles)
+    assert print_ > 0.0  # the print was tracked and judged, not skipped
+    assert head >= threshold > print_, (head, print_)

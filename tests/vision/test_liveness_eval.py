@@ -96,3 +96,33 @@ def test_ci_sized_run(video_dir: Path, lfw_dir: Path, pipeline) -> None:
     assert "seconds_total" in report and "machine" in report
     text = ev.format_table(report)
     assert "BPCER" in text and "still_photo" in text
+
+
+def test_recorded_frames_are_measured_once_and_the_memo_changes_nothing(
+    video_dir: Path, pipeline, monkeypatch
+) -> None:
+    from devicebio.liveness import ActiveLiveness
+
+    cache = ev.FrameCache(video_dir, ev.load_annotation())
+    live = ev.RememberingLiveness(pipeline, cache)
+    calls: list[int] = []
+    real = ActiveLiveness.measure
+
+    def counting(self, rgb, *, eyes=True):  # type: ignore[no-untyped-def]
+        calls.append(id(rgb))
+        return real(self, rgb, eyes=eyes)
+
+    monkeypatch.setattr(ActiveLiveness, "measure", counting)
+    video = "selfie_headturn_lrud_tvl.mp4"
+    frame = cache.get(video, 0)
+    assert cache.get(video, 0, True) is cache.get(video, 0, True)  # one mirrored array
+    first = live.measure(frame)
+    assert live.measure(frame) is first and len(calls) == 1
+    # a frame the cache does not own (a rendered photo attack) is always measured afresh
+    outsider = frame.copy()
+    again = live.measure(outsider)
+    live.measure(outsider)
+    assert len(calls) == 3
+    # and the models are deterministic, so remembering changed no number
+    assert first is not None and again is not None
+    assert np.array_equal(first.mesh, again.mesh) and first.yaw == again.yaw
