@@ -142,7 +142,8 @@ def main() -> int:
     for rgb in frames[:5]:  # warm-up: first runs allocate arenas
         live.measure(rgb)
 
-    wall: list[float] = []
+    wall: list[float] = []  # measure + flow + fit: everything, on every frame
+    measured: list[float] = []  # measure alone: mesh + pose + eye openness (+ detection)
     cpu: list[float] = []
     flow: list[float] = []
     no_face = 0
@@ -162,6 +163,7 @@ def main() -> int:
         wall.append((time.perf_counter() - t0) * 1000.0)
         cpu.append((time.process_time() - c0) * 1000.0)
         flow.append((time.perf_counter() - t1) * 1000.0)
+        measured.append((t1 - t0) * 1000.0)
         no_face += m is None
     embed_ms: list[float] = []
     for rgb in frames[:: max(1, len(frames) // args.embeds)][: args.embeds]:
@@ -170,13 +172,16 @@ def main() -> int:
         embed_ms.append((time.perf_counter() - t0) * 1000.0)
 
     sessions = time_sessions(Path(args.video_dir), args.sessions, live)
-    per_frame = _stats(wall)
+    per_frame = _stats(measured)
+    all_in = _stats(wall)
     session_frames, samples = 8.0 * 30.0, 6
     amortised = per_frame["mean"] + samples * float(np.mean(embed_ms)) / session_frames
     report: dict[str, Any] = {
-        "what": "ActiveLiveness.measure (detect + mesh + iris + pose + eye openness) + "
-        "optical flow forward/backward + homography fit",
+        "what": "per_frame_ms: ActiveLiveness.measure (detect + mesh + iris + pose + eye "
+        "openness); all_in_worst_case_ms adds optical flow forward/backward + homography fit "
+        "on every frame; whole_sessions: ActiveLiveness.run on genuine sessions",
         "flat_surface_test_ms": _stats(flow),
+        "all_in_worst_case_ms": all_in,
         "frames": len(frames),
         "frame_size": [FRAME_W, FRAME_H],
         "budget_ms_30fps": BUDGET_MS,
@@ -199,7 +204,7 @@ def main() -> int:
     pf = per_frame
     verdict = "keeps up" if report["keeps_up_with_30fps"] else "too slow"
     print(
-        f"liveness per frame (640x480, {len(frames)} frames): p50 {pf['p50']:.1f} ms, "
+        f"mesh + pose + eyes per frame (640x480, {len(frames)} frames): p50 {pf['p50']:.1f} ms, "
         f"p95 {pf['p95']:.1f} ms, mean {pf['mean']:.1f} ms = {pf['fps']:.0f} fps; "
         f"budget {BUDGET_MS:.1f} ms -> {verdict}"
         f" ({pf['within_budget']:.0%} of frames within it)"
@@ -210,7 +215,10 @@ def main() -> int:
         f"{sessions['fps']:.0f} fps"
     )
     flat = report["flat_surface_test_ms"]
-    print(f"of which the flat-surface test (flow + fit): p50 {flat['p50']:.1f} ms")
+    print(
+        f"flat-surface test (flow + fit): p50 {flat['p50']:.1f} ms; all of it on every frame "
+        f"(worst case): p50 {all_in['p50']:.1f} ms = {all_in['fps']:.0f} fps"
+    )
     print(
         f"embedding sample: p50 {report['embedding_sample_ms']['p50']:.1f} ms; "
         f"session amortised {amortised:.1f} ms/frame; load average "

@@ -765,7 +765,7 @@ def evaluate(
         people = probe
         complete = sorted(n for n, p in probe.items() if p.complete)
         cast = sorted(n for n, p in probe.items() if p.can_answer(["turn_left", "turn_right"]))
-        decode_s = float("nan")
+        decode_s = None  # each worker decodes its own copy
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("fork").Pool(workers, _worker_init, (args, threads)) as pool:
             for got in pool.imap_unordered(_worker_task, jobs, chunksize=1):
