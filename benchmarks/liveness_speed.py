@@ -130,7 +130,7 @@ def main() -> int:
     ap.add_argument("--json", dest="json_out", metavar="OUT")
     args = ap.parse_args()
 
-    from devicebio.liveness import _LEFT_EYE_OUTER, _RIGHT_EYE_OUTER, ActiveLiveness, _PlaneTracker
+    from devicebio.liveness import ActiveLiveness, _PlaneTracker
     from devicebio.liveness import _grey as grey_of
     from devicebio.vision.pipeline import FacePipeline
 
@@ -158,8 +158,7 @@ def main() -> int:
                 tracker.reset(grey, m.mesh, m.yaw)  # re-anchored about once a second
             else:
                 tracker.step(grey)
-            iod = float(np.linalg.norm(m.mesh[_LEFT_EYE_OUTER, :2] - m.mesh[_RIGHT_EYE_OUTER, :2]))
-            tracker.parallax(iod, m.yaw)
+            tracker.parallax(m.mesh, m.yaw)
         wall.append((time.perf_counter() - t0) * 1000.0)
         cpu.append((time.process_time() - c0) * 1000.0)
         flow.append((time.perf_counter() - t1) * 1000.0)

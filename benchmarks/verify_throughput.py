@@ -102,7 +102,7 @@ DEVICEBIO_MEMORY = "devicebio_memory"
 PY_WEBAUTHN_SQLITE = "py_webauthn_sqlite"
 PY_WEBAUTHN_SQLITE_NORMAL = "py_webauthn_sqlite_normal"
 PARSE_RAW = "parse_ed25519"
-COMMIT_ONLY = "durable_floor"
+DURABLE_FLOOR = "durable_floor"
 HEADLINE = (DEVICEBIO, DEVICEBIO_NORMAL, PY_WEBAUTHN, FIDO2, RAW)
 LABELS = {
     DEVICEBIO: "devicebio verify_assertion (SQLite file, WAL, synchronous=FULL)",
@@ -114,7 +114,7 @@ LABELS = {
     PY_WEBAUTHN_SQLITE: "py_webauthn + RP state in SQLite (1 txn, WAL, FULL)  [info]",
     PY_WEBAUTHN_SQLITE_NORMAL: "py_webauthn + RP state in SQLite (1 txn, WAL, NORMAL)  [info]",
     PARSE_RAW: "JSON + base64url + SHA-256 + Ed25519, no checks  [info]",
-    COMMIT_ONLY: "durable floor: 1 fsync'd commit + Ed25519, nothing else  [info]",
+    DURABLE_FLOOR: "durable floor: 1 fsync'd commit + Ed25519, nothing else  [info]",
 }
 
 
@@ -520,7 +520,7 @@ RUNNERS: dict[str, Callable[[Fixture, Sequence[Item]], Timing]] = {
     PY_WEBAUTHN_SQLITE: run_py_webauthn_sqlite,
     PY_WEBAUTHN_SQLITE_NORMAL: run_py_webauthn_sqlite_normal,
     PARSE_RAW: run_parse_raw,
-    COMMIT_ONLY: run_durable_floor,
+    DURABLE_FLOOR: run_durable_floor,
 }
 
 
@@ -694,8 +694,10 @@ def ratios(summary: dict[str, dict[str, float]], key: str) -> dict[str, float]:
         out["devicebio_memory_vs_py_webauthn"] = (
             summary[DEVICEBIO_MEMORY][key] / summary[PY_WEBAUTHN][key]
         )
-    if COMMIT_ONLY in summary:
-        out["durable_floor_vs_py_webauthn"] = summary[COMMIT_ONLY][key] / summary[PY_WEBAUTHN][key]
+    if DURABLE_FLOOR in summary:
+        out["durable_floor_vs_py_webauthn"] = (
+            summary[DURABLE_FLOOR][key] / summary[PY_WEBAUTHN][key]
+        )
     return out
 
 
@@ -743,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 PY_WEBAUTHN_SQLITE,
                 PY_WEBAUTHN_SQLITE_NORMAL,
                 PARSE_RAW,
-                COMMIT_ONLY,
+                DURABLE_FLOOR,
             ]
         commits = commits_per_assertion(fx)
         print(f"devicebio durable commits per assertion: {commits:g}", flush=True)
@@ -802,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     PY_WEBAUTHN_SQLITE: "py_webauthn + challenge burn + counter CAS in one "
                     "SQLite transaction (WAL, FULL): the like-for-like RP",
                     PY_WEBAUTHN_SQLITE_NORMAL: "as py_webauthn_sqlite with synchronous=NORMAL",
-                    COMMIT_ONLY: "Ed25519 + one fsync'd commit per assertion, nothing else: "
+                    DURABLE_FLOOR: "Ed25519 + one fsync'd commit per assertion, nothing else: "
                     "the floor of any verifier whose state is durable before it answers",
                     "timed": "verification incl. JSON parsing; generation and store set-up "
                     "excluded",

@@ -246,8 +246,9 @@ class _PlaneTracker:
         self.ok &= round_trip < _MAX_ROUND_TRIP_PX
         self.points, self.prev = np.asarray(moved, np.float32), grey
 
-    def parallax(self, scale: float, yaw: float) -> float | None:
-        """The planar residual since the anchor per unit sine of the yaw turned since then.
+    def parallax(self, mesh: np.ndarray, yaw: float) -> float | None:
+        """The planar residual since the anchor (in inter-ocular units of ``mesh``, the
+        current frame's) per unit sine of the yaw turned since then.
 
         Why per sine: a real head's off-plane displacement grows with the sine of the angle it
         turned (measured on the shared webcam turns: residual ~0.0035 IOD per degree up to
@@ -259,7 +260,7 @@ class _PlaneTracker:
         if int(self.ok.sum()) < _MIN_TRACKED:
             return None
         swept = max(abs(yaw - self.anchor_yaw), _MIN_SWEPT_DEG)
-        residual = planar_residual(self.anchor[self.ok], self.points[self.ok], scale)
+        residual = planar_residual(self.anchor[self.ok], self.points[self.ok], _inter_ocular(mesh))
         return residual / math.sin(math.radians(swept))
 
 
@@ -275,8 +276,12 @@ def _nonrigid_motion(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     s = np.vdot(za, zb) / denom
     resid = zb - s * za
-    scale = float(np.linalg.norm(pb[_LEFT_EYE_OUTER] - pb[_RIGHT_EYE_OUTER]))
-    return float(np.sqrt(np.mean(np.abs(resid) ** 2)) / max(scale, 1e-6))
+    return float(np.sqrt(np.mean(np.abs(resid) ** 2)) / max(_inter_ocular(pb), 1e-6))
+
+
+def _inter_ocular(mesh: np.ndarray) -> float:
+    """Distance between the outer eye corners: the unit of every landmark motion here."""
+    return float(np.linalg.norm(mesh[_LEFT_EYE_OUTER, :2] - mesh[_RIGHT_EYE_OUTER, :2]))
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -467,7 +472,7 @@ class _Session:
         self.announced = -1
         self.armed = False
         self.eyes_closed_at: float | None = None
-        self.turn_residual: float | None = None  # max planar residual of the current turn
+        self.turn_parallax: float | None = None  # max parallax (per sine) of the current turn
         self.plane = _PlaneTracker()
         self.last_gesture: _Gesture | None = None
         self.motion = 0.0
@@ -587,12 +592,9 @@ class _Session:
             self.plane.step(grey)
         self.last_gesture = gesture
         if gesture in (_Gesture.LEFT, _Gesture.RIGHT):
-            scale = float(
-                np.linalg.norm(m.mesh[_LEFT_EYE_OUTER, :2] - m.mesh[_RIGHT_EYE_OUTER, :2])
-            )
-            r = self.plane.parallax(scale, m.yaw)
+            r = self.plane.parallax(m.mesh, m.yaw)
             if r is not None:
-                self.turn_residual = r if self.turn_residual is None else max(self.turn_residual, r)
+                self.turn_parallax = r if self.turn_parallax is None else max(self.turn_parallax, r)
         if gesture is _Gesture.NEUTRAL:
             self._turn_over()
         done = self.step >= len(self.plan)
@@ -657,9 +659,9 @@ class _Session:
         return False
 
     def _turn_over(self) -> None:
-        if self.turn_residual is not None:
-            residual, self.turn_residual = self.turn_residual, None
-            if residual < self.cfg.parallax_min:
+        if self.turn_parallax is not None:
+            parallax, self.turn_parallax = self.turn_parallax, None
+            if parallax < self.cfg.parallax_min:
                 raise _Failed("flat_surface")
 
     def finish_stream(self) -> None:

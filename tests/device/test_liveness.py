@@ -438,8 +438,7 @@ def test_parallax_separates_a_turning_head_from_a_tilted_print(
                 continue
             tracker.step(_grey(rgb))
             if abs(yaw - tracker.anchor_yaw) >= liveness.config.yaw_deg:
-                iod = float(np.linalg.norm(m.mesh[263, :2] - m.mesh[33, :2]))
-                best = max(best, tracker.parallax(iod, yaw) or 0.0)
+                best = max(best, tracker.parallax(m.mesh, yaw) or 0.0)
         return best
 
     head = peak([video_frames[i] for i in range(48, 91, 2)])  # the real turn, at 15 fps
