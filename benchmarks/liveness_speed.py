@@ -130,8 +130,9 @@ def main() -> int:
     ap.add_argument("--json", dest="json_out", metavar="OUT")
     args = ap.parse_args()
 
-    from devicebio.liveness import ActiveLiveness, _PlaneTracker
-    from devicebio.liveness import _grey as grey_of
+    from devicebio.liveness import ActiveLiveness
+    from devicebio.liveness.parallax import PlaneTracker
+    from devicebio.liveness.parallax import grey as grey_of
     from devicebio.vision.pipeline import FacePipeline
 
     frames = load_frames(Path(args.video_dir), args.frames)
@@ -147,7 +148,7 @@ def main() -> int:
     cpu: list[float] = []
     flow: list[float] = []
     no_face = 0
-    tracker = _PlaneTracker()
+    tracker = PlaneTracker()
     for k, rgb in enumerate(frames):
         c0, t0 = time.process_time(), time.perf_counter()
         m = live.measure(rgb)

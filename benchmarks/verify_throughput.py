@@ -69,8 +69,8 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from devicebio.credentials import Credentials, UserVerification
-from devicebio.vault import RawKey, Vault
+from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import LivenessClaim, Method, b64url_decode, ed25519_public_key_from_cose
 from verifier import (
     Challenge,

@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.knowledge import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
-from devicebio.vault import KeyringKey, PassphraseKey, RawKey, Vault
+from devicebio.fallback import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
+from devicebio.store.vault import KeyringKey, PassphraseKey, RawKey, Vault
 
 __version__ = "0.1.0"
 
 # name -> module: loaded on first attribute access (PEP 562), so the verifier, which shares the
 # wire module, never imports the vision stack.
 _LAZY = {
-    "Credentials": "devicebio.credentials",
-    "UserVerification": "devicebio.credentials",
+    "Credentials": "devicebio.hazmat.credentials",
+    "UserVerification": "devicebio.hazmat.credentials",
     "Method": "devicebio.wire",
     "LivenessClaim": "devicebio.wire",
 }

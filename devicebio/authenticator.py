@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from devicebio.credentials import Assertion, Credentials, UserVerification
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.knowledge import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
+from devicebio.fallback import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
+from devicebio.fallback.security_key import SecurityKeyFallback
+from devicebio.hazmat.credentials import Assertion, Credentials, UserVerification
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
-from devicebio.security_key import SecurityKeyFallback
 from devicebio.sources import Frame, FrameSource
-from devicebio.vault import Vault
+from devicebio.store.vault import Vault
 from devicebio.wire import LivenessClaim, Method, PromptStep
 
 if TYPE_CHECKING:

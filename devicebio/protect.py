@@ -107,7 +107,7 @@ class TemplateKey:
     # ---- storage -------------------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
-        """A CBOR-encodable value for :meth:`devicebio.vault.Vault.put` (it holds the seed)."""
+        """A CBOR-encodable value for :meth:`devicebio.store.Vault.put` (it holds the seed)."""
         return {"alg": ALGORITHM, "dim": DIM, "seed": self._seed}
 
     @classmethod

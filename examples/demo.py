@@ -142,7 +142,7 @@ class Demo:
     def main(self) -> int:
         from devicebio import PassphraseKey, Pin, RecoveryCodes, Vault
         from devicebio.authenticator import Authenticator, Consent
-        from devicebio.credentials import UserVerification
+        from devicebio.hazmat.credentials import UserVerification
         from devicebio.wire import LivenessClaim, Method
 
         enrol, genuine, impostor = self.sources()
@@ -232,8 +232,8 @@ class Demo:
 
         from devicebio import PassphraseKey, Pin, Vault
         from devicebio.authenticator import Authenticator, Consent
-        from devicebio.credentials import UserVerification
         from devicebio.evaluation import liveness as ev
+        from devicebio.hazmat.credentials import UserVerification
         from devicebio.liveness import ActiveLiveness
         from devicebio.sources import StaticFrames
         from devicebio.vision.pipeline import FacePipeline

@@ -22,7 +22,7 @@ from fido2 import cbor
 from devicebio import wire
 from devicebio.errors import DeviceBioError
 from devicebio.errors import Reason as DReason
-from devicebio.vault import HEADER, RawKey, Vault
+from devicebio.store.vault import HEADER, RawKey, Vault
 from devicebio.wire import DevicebioExtension, LivenessClaim, Method
 from verifier import (
     Purpose,
@@ -320,8 +320,8 @@ def test_vault_lists_every_record_id(tmp_path: Path) -> None:
 
 def test_vault_records_are_usable_by_the_code_that_reads_them(tmp_path: Path) -> None:
     """Opening is not enough: each record must still mean what its writer meant."""
-    from devicebio.credentials import Credentials, UserVerification
-    from devicebio.knowledge import AttemptLimiter, Pin, RecoveryCodes
+    from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
+    from devicebio.hazmat.credentials import Credentials, UserVerification
 
     facts = VAULT["facts"]
     vault = _open(tmp_path)

@@ -11,10 +11,10 @@ cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] 
 
 from devicebio.authenticator import Authenticator, Consent  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
-from devicebio.knowledge import Pin, RecoveryCodes  # noqa: E402
+from devicebio.fallback import Pin, RecoveryCodes  # noqa: E402
 from devicebio.outcome import OutcomeCode  # noqa: E402
 from devicebio.sources import StaticFrames  # noqa: E402
-from devicebio.vault import RawKey, Vault  # noqa: E402
+from devicebio.store.vault import RawKey, Vault  # noqa: E402
 from devicebio.wire import Method  # noqa: E402
 from verifier import Policy, SQLiteStore, verify_assertion  # noqa: E402
 from verifier.challenges import Purpose, issue_challenge  # noqa: E402
@@ -86,7 +86,7 @@ def rp_state(auth: Authenticator, tmp_path: Path):
 
 
 def _pin_verified():
-    from devicebio.credentials import UserVerification
+    from devicebio.hazmat.credentials import UserVerification
     from devicebio.wire import LivenessClaim
 
     return UserVerification(

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devicebio import wire
-from devicebio.credentials import KIND, Credentials, UserVerification
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vault import RawKey, Vault
+from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import LivenessClaim, Method
 
 RP = "example.com"

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.knowledge import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
-from devicebio.vault import RawKey, Vault
+from devicebio.fallback import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
+from devicebio.store.vault import RawKey, Vault
 
 
 @pytest.fixture()

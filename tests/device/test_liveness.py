@@ -313,9 +313,9 @@ def test_authenticator_signs_the_liveness_result_and_the_rp_checks_it(
     the sequence and accepts under require_liveness. The same session against the next
     challenge is refused on the device already."""
     from devicebio.authenticator import Authenticator, Consent
-    from devicebio.credentials import UserVerification
+    from devicebio.hazmat.credentials import UserVerification
     from devicebio.outcome import OutcomeCode
-    from devicebio.vault import RawKey, Vault
+    from devicebio.store.vault import RawKey, Vault
     from devicebio.wire import LivenessClaim, Method
     from verifier import Policy, SQLiteStore, verify_assertion, verify_registration
     from verifier.challenges import Purpose, issue_challenge
@@ -404,7 +404,7 @@ def _tilted(photo: np.ndarray, yaw_deg: float) -> np.ndarray:
 
 
 def test_planar_residual_is_zero_for_a_plane_and_not_for_a_head() -> None:
-    from devicebio.liveness import planar_residual
+    from devicebio.liveness.parallax import planar_residual
 
     rng = np.random.default_rng(3)
     pts = rng.uniform(-50, 50, size=(60, 2))
@@ -423,20 +423,20 @@ def test_parallax_separates_a_turning_head_from_a_tilted_print(
 ) -> None:
     """The statistic the session thresholds: a real turn reaches ``parallax_min``, the same
     turn made by a print (rotated in 3-D by the true angle) stays below it."""
-    from devicebio.liveness import _grey, _PlaneTracker
+    from devicebio.liveness.parallax import PlaneTracker, grey
 
     threshold = liveness.config.parallax_min
 
     def peak(images: list[np.ndarray], yaws: list[float] | None = None) -> float:
-        tracker, best = _PlaneTracker(), 0.0
+        tracker, best = PlaneTracker(), 0.0
         for k, rgb in enumerate(images):
             m = liveness.measure(rgb, eyes=False)
             assert m is not None
             yaw = m.yaw if yaws is None else yaws[k]
             if k == 0:
-                tracker.reset(_grey(rgb), m.mesh, yaw)
+                tracker.reset(grey(rgb), m.mesh, yaw)
                 continue
-            tracker.step(_grey(rgb))
+            tracker.step(grey(rgb))
             if abs(yaw - tracker.anchor_yaw) >= liveness.config.yaw_deg:
                 best = max(best, tracker.parallax(m.mesh, yaw) or 0.0)
         return best

@@ -14,9 +14,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from devicebio.credentials import Credentials, UserVerification
-from devicebio.knowledge import Pin
-from devicebio.vault import RawKey, Vault
+from devicebio.fallback import Pin
+from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import LivenessClaim, Method
 
 KEY = b"\x44" * 32
@@ -28,7 +28,7 @@ def _child(code: str, vault_dir: Path) -> subprocess.Popen[str]:
     prelude = f"""
         import json, sys
         from pathlib import Path
-        from devicebio.vault import RawKey, Vault
+        from devicebio.store.vault import RawKey, Vault
         vault = Vault.open(Path({str(vault_dir)!r}), RawKey({KEY!r}))
     """
     script = textwrap.dedent(prelude) + textwrap.dedent(code)
@@ -47,7 +47,7 @@ def test_pin_guesses_from_two_processes_are_all_counted(tmp_path: Path) -> None:
         child = _child(
             f"""
             from devicebio.errors import DeviceBioError
-            from devicebio.knowledge import Pin
+            from devicebio.fallback import Pin
             try:
                 Pin(vault, max_failures=3, **{ARGON_FAST!r}).verify("000000")
             except DeviceBioError as exc:
@@ -75,7 +75,7 @@ def test_two_processes_never_sign_the_same_counter(tmp_path: Path) -> None:
         rp_id=RP, origin=ORIGIN, challenge=b"r" * 32, user_name="alice", verification=face
     )
     code = f"""
-        from devicebio.credentials import Credentials, UserVerification
+        from devicebio.hazmat.credentials import Credentials, UserVerification
         from devicebio.wire import LivenessClaim, Method
         creds = Credentials(vault)
         uv = UserVerification(Method.FACE, LivenessClaim.none(), None, True)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.protect import ALGORITHM, DIM, TemplateKey
-from devicebio.vault import RawKey, Vault
+from devicebio.store.vault import RawKey, Vault
 
 SEED = bytes(range(32))
 ZERO = np.zeros(DIM, np.float32)

@@ -18,12 +18,12 @@ from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteractio
 from soft_ctap2 import SoftCtap2Key
 
 from devicebio.authenticator import Authenticator
-from devicebio.credentials import UserVerification
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.knowledge import AttemptPolicy
+from devicebio.fallback import AttemptPolicy
+from devicebio.fallback.security_key import KIND, RP_ID, SecurityKeyFallback, find_security_keys
+from devicebio.hazmat.credentials import UserVerification
 from devicebio.outcome import OutcomeCode
-from devicebio.security_key import KIND, RP_ID, SecurityKeyFallback, find_security_keys
-from devicebio.vault import RawKey, Vault
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import LivenessClaim, Method
 
 # Dedicated reasons are proposed for devicebio.errors; until they land the module uses the

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vault import PassphraseKey, RawKey, Vault
+from devicebio.store.vault import PassphraseKey, RawKey, Vault
 
 KEY = RawKey(b"\x01" * 32)
 REPO = Path(__file__).resolve().parents[2]
@@ -164,7 +164,7 @@ CRASH = textwrap.dedent(
     """
     import os, signal, sys
     from devicebio.hazmat import atomic
-    from devicebio.vault import RawKey, Vault
+    from devicebio.store.vault import RawKey, Vault
     vault = Vault.open(sys.argv[1], RawKey(b"\\x01" * 32))
     step = sys.argv[2]
     real_replace, real_fsync_dir = os.replace, atomic.fsync_dir

@@ -468,7 +468,7 @@ def revocation_vectors() -> dict[str, Any]:
 def webauthn_kat_vectors() -> dict[str, Any]:
     """Registration and assertions from a PUBLISHED credential seed, so every byte is fixed.
 
-    Built with the same primitives devicebio.credentials uses (wire.attested_credential_data,
+    Built with the same primitives devicebio.hazmat.credentials uses (wire.attested_credential_data,
     DevicebioExtension, fido2's AuthenticatorData / CollectedClientData / AttestationObject,
     an Ed25519 signature over authData || SHA-256(clientDataJSON)); credentials.py itself draws
     a random key, which is why tests/verifier/vectors/webauthn-v1.json exists beside this.
@@ -882,10 +882,10 @@ def vault_vectors() -> dict[str, Any]:
     import numpy as np
 
     from devicebio.authenticator import CONSENT, FACE, FACE_KEY, _check_user
-    from devicebio.credentials import Credentials, UserVerification
-    from devicebio.knowledge import AttemptLimiter, Pin, RecoveryCodes
+    from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
+    from devicebio.hazmat.credentials import Credentials, UserVerification
     from devicebio.protect import TemplateKey
-    from devicebio.vault import HEADER, RawKey, Vault
+    from devicebio.store.vault import HEADER, RawKey, Vault
     from devicebio.wire import LivenessClaim, Method
 
     raw_key = _seed("devicebio/test-vector/vault-raw-key/v1")

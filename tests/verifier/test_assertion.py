@@ -16,8 +16,8 @@ import pytest
 from fido2.webauthn import AuthenticatorData, CollectedClientData
 
 from devicebio import wire
-from devicebio.credentials import KIND, Credentials, UserVerification
-from devicebio.vault import RawKey, Vault
+from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import LivenessClaim, Method
 from verifier import (
     Assurance,

@@ -331,8 +331,8 @@ def test_inspect_bad_signature_with_key(db: Path, key: tuple[Path, str], tmp_pat
 
 @pytest.fixture(scope="module")
 def device_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from devicebio.credentials import Credentials, UserVerification
-    from devicebio.vault import RawKey, Vault
+    from devicebio.hazmat.credentials import Credentials, UserVerification
+    from devicebio.store.vault import RawKey, Vault
     from devicebio.wire import LivenessClaim, Method
 
     d = tmp_path_factory.mktemp("device")
@@ -444,14 +444,14 @@ class _Device:
     """A real devicebio credential store in a real vault, as the app would hold it."""
 
     def __init__(self, path: Path) -> None:
-        from devicebio.credentials import Credentials
-        from devicebio.vault import RawKey, Vault
+        from devicebio.hazmat.credentials import Credentials
+        from devicebio.store.vault import RawKey, Vault
 
         self.creds = Credentials(Vault.create(path, RawKey(b"\x09" * 32)))
 
     @staticmethod
     def uv(method: str = "face", liveness: bool = True) -> Any:
-        from devicebio.credentials import UserVerification
+        from devicebio.hazmat.credentials import UserVerification
         from devicebio.wire import LivenessClaim, Method
 
         claim = (

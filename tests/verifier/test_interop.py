@@ -20,8 +20,8 @@ from fido2.webauthn import (
 )
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse
 
-from devicebio.credentials import Credentials, UserVerification
-from devicebio.vault import RawKey, Vault
+from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import LivenessClaim, Method
 
 RP = "example.com"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_assertion import MODEL, PIN, Device
 
-from devicebio.credentials import UserVerification
+from devicebio.hazmat.credentials import UserVerification
 from devicebio.wire import (
     LIVENESS_KIND,
     LivenessClaim,

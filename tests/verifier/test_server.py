@@ -48,14 +48,14 @@ class _Device:
     """A real devicebio credential store in a real vault, as the app would hold it."""
 
     def __init__(self, path: Path) -> None:
-        from devicebio.credentials import Credentials
-        from devicebio.vault import RawKey, Vault
+        from devicebio.hazmat.credentials import Credentials
+        from devicebio.store.vault import RawKey, Vault
 
         self.creds = Credentials(Vault.create(path, RawKey(b"\x0b" * 32)))
 
     @staticmethod
     def uv(method: str, liveness: bool = True, challenge: bytes = b"\x02") -> Any:
-        from devicebio.credentials import UserVerification
+        from devicebio.hazmat.credentials import UserVerification
         from devicebio.wire import LivenessClaim, Method, liveness_plan, liveness_sequence_hash
 
         # The liveness claim is bound to the challenge's prompt sequence, as the device's is.

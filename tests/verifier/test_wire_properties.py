@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from devicebio import wire
-from devicebio.credentials import Credentials, UserVerification
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vault import RawKey, Vault
+from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.store.vault import RawKey, Vault
 from devicebio.wire import DevicebioExtension, LivenessClaim, Method
 from verifier import (
     Purpose,

@@ -52,7 +52,7 @@ _F = AuthenticatorData.FLAG
 
 
 class _Vault(Protocol):
-    """What credentials need from :class:`devicebio.vault.Vault`."""
+    """What credentials need from :class:`devicebio.store.vault.Vault`."""
 
     def put(self, kind: str, record_id: str, value: Any) -> None: ...
     def get(self, kind: str, record_id: str) -> Any: ...

@@ -68,9 +68,9 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from devicebio.credentials import UserVerification
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vault import Vault
+from devicebio.hazmat.credentials import UserVerification
+from devicebio.store.vault import Vault
 from devicebio.wire import LivenessClaim, Method
 
 __all__ = ["KIND", "RP_ID", "KeyInfo", "SecurityKeyFallback", "find_security_keys"]

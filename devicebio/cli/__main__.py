@@ -1,0 +1,5 @@
+import sys
+
+from devicebio.cli.main import main
+
+sys.exit(main())

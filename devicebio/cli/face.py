@@ -1,0 +1,340 @@
+"""Commands of the face ceremony: enrol, authenticate (face or a fallback), register with a
+relying party, list, remove and re-key enrolments, and ``test`` (what the pipeline sees)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from devicebio.cli.common import (
+    add_command,
+    challenge_bytes,
+    emit,
+    open_vault,
+    read_secret,
+    require_pin_if_set,
+    rp_args,
+    vault_args,
+)
+from devicebio.cli.exits import EXIT_OK, EXIT_REFUSED
+from devicebio.errors import DeviceBioError, Reason
+
+
+def verify_knowledge(vault: Any, method: str) -> Any:
+    """Run the PIN or recovery-code check and return the UserVerification it earns."""
+    from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
+    from devicebio.hazmat.credentials import UserVerification
+    from devicebio.wire import LivenessClaim, Method
+
+    if method == "pin":
+        Pin(vault).verify(read_secret("PIN: "))
+    elif method == "recovery":
+        RecoveryCodes(vault).use(read_secret("recovery code: "))
+        Pin(vault).unblock()
+    elif method == "security-key":
+        from devicebio.fallback.security_key import SecurityKeyFallback, find_security_keys
+
+        keys = find_security_keys()
+        if not keys:
+            raise DeviceBioError(
+                Reason.SECURITY_KEY_UNAVAILABLE,
+                "no FIDO2 security key found",
+                hint="plug in the key enrolled with this device, or use --method pin",
+            )
+        print("touch your security key", file=sys.stderr)
+        SecurityKeyFallback(vault).verify(keys[0])
+    else:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {method!r} is not available here")
+    AttemptLimiter(vault).record_fallback_success()
+    return UserVerification(
+        method=Method(method), liveness=LivenessClaim.none(), model=None, verified=True
+    )
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from devicebio.hazmat.credentials import Credentials
+
+    vault = open_vault(args)
+    verification = verify_knowledge(vault, args.method)
+    registration = Credentials(vault).register(
+        rp_id=args.rp_id,
+        origin=args.origin,
+        challenge=challenge_bytes(args.challenge),
+        user_name=args.user,
+        verification=verification,
+    )
+    print(json.dumps(registration.to_json(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_authenticate(args: argparse.Namespace) -> int:
+    from devicebio.hazmat.credentials import Credentials
+
+    vault = open_vault(args)
+    if args.method == "face":
+        return authenticate_face(args, vault)
+    verification = verify_knowledge(vault, args.method)
+    assertion = Credentials(vault).authenticate(
+        rp_id=args.rp_id,
+        origin=args.origin,
+        challenge=challenge_bytes(args.challenge),
+        verification=verification,
+    )
+    print(json.dumps(assertion.to_json(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+PROMPT_TEXT = {
+    "turn_left": "turn your head to YOUR left",
+    "turn_right": "turn your head to YOUR right",
+    "look_up": "look up",
+    "blink": "blink",
+}
+
+
+def face_authenticator(vault: Any, args: argparse.Namespace, *, liveness: bool = False) -> Any:
+    from devicebio.authenticator import Authenticator
+    from devicebio.vision.pipeline import FacePipeline
+
+    quiet = getattr(args, "json", False)
+
+    def on_frame(outcome: Any) -> None:
+        if not quiet and not liveness:
+            print(f"  frame: {'ok' if outcome is None else outcome.message}", file=sys.stderr)
+
+    def on_prompt(step: Any) -> None:
+        # The prompt goes to the terminal at once: the response window is already running.
+        print(f">>> {PROMPT_TEXT.get(step.prompt.value, step.prompt.value)}", file=sys.stderr)
+
+    pipeline = FacePipeline(progress=not quiet)
+    checker = None
+    if liveness:
+        from devicebio.liveness import ActiveLiveness
+
+        checker = ActiveLiveness(pipeline)
+        print("look at the camera, then follow the prompts", file=sys.stderr)
+    return Authenticator(
+        vault, pipeline=pipeline, on_frame=on_frame, liveness=checker, on_prompt=on_prompt
+    )
+
+
+def open_frames(args: argparse.Namespace) -> Any:
+    from devicebio.sources import open_source
+
+    return open_source(args.source)
+
+
+def authenticate_face(args: argparse.Namespace, vault: Any) -> int:
+    if not args.user or not args.source:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, "--method face needs --user and --source")
+    if args.liveness is None:
+        args.liveness = args.source == "camera" or args.source.startswith("camera:")
+    auth = face_authenticator(vault, args, liveness=args.liveness)
+    source = open_frames(args)
+    try:
+        result = auth.authenticate(
+            args.user,
+            source,
+            rp_id=args.rp_id,
+            origin=args.origin,
+            challenge=challenge_bytes(args.challenge),
+        )
+    finally:
+        source.close()
+    if result.assertion is not None:
+        print(json.dumps(result.assertion.to_json(), indent=2, sort_keys=True))
+        return EXIT_OK
+    payload = {
+        "ok": False,
+        "outcome": result.outcome.code.value,
+        "message": result.outcome.message,
+        "fallbacks": list(result.fallbacks),
+    }
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(f"devicebio: {result.outcome.message}", file=sys.stderr)
+        if result.fallbacks:
+            print(f"fallbacks: --method {' | '.join(result.fallbacks)}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from devicebio.authenticator import Consent
+
+    if not args.consent:
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT,
+            "enrolment needs the user's explicit consent",
+            hint=f"show the user the purpose ({args.purpose!r}) and retention "
+            f"({args.retention_days} days), then pass --consent",
+        )
+    vault = open_vault(args)
+    require_pin_if_set(vault)
+    auth = face_authenticator(vault, args)
+    source = open_frames(args)
+    try:
+        result = auth.enroll(args.user, source, consent=Consent(args.purpose, args.retention_days))
+    finally:
+        source.close()
+    payload = {
+        "ok": result.ok,
+        "templates": result.templates,
+        "frames_seen": result.frames_seen,
+        "rejected": result.rejected,
+        "expires_at": result.expires_at,
+    }
+    if not result.ok and result.outcome is not None:
+        payload["outcome"] = result.outcome.code.value
+        payload["message"] = result.outcome.message
+    human = (
+        f"enrolled {args.user}: {result.templates} templates from {result.frames_seen} frames"
+        if result.ok
+        else f"not enrolled: {payload.get('message')} ({result.frames_seen} frames)"
+    )
+    emit(args, payload, human)
+    return EXIT_OK if result.ok else EXIT_REFUSED
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from devicebio.authenticator import Authenticator
+
+    users = Authenticator(open_vault(args)).users()
+    rows = [
+        {
+            "user": u.user,
+            "templates": u.templates,
+            "model": u.model,
+            "purpose": u.purpose,
+            "enrolled_at": u.enrolled_at,
+            "expires_at": u.expires_at,
+        }
+        for u in users
+    ]
+    human = "\n".join(f"{r['user']}\t{r['templates']} templates\t{r['purpose']}" for r in rows)
+    emit(args, {"users": rows}, human or "nobody is enrolled")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from devicebio.authenticator import Authenticator
+
+    vault = open_vault(args)
+    require_pin_if_set(vault)
+    Authenticator(vault).remove(args.user)
+    emit(args, {"ok": True}, f"removed {args.user}: templates, their key and consent deleted")
+    return EXIT_OK
+
+
+def cmd_renew(args: argparse.Namespace) -> int:
+    vault = open_vault(args)
+    require_pin_if_set(vault)
+    from devicebio.authenticator import Authenticator
+    from devicebio.vision.pipeline import FacePipeline
+
+    Authenticator(vault, pipeline=FacePipeline()).renew(args.user)
+    emit(args, {"ok": True}, f"renewed {args.user}: templates re-keyed, the old key destroyed")
+    return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Show what the pipeline sees, frame by frame; change nothing."""
+    from devicebio.vision.pipeline import FaceCapture, FacePipeline
+
+    pipeline = FacePipeline(progress=not args.json)
+    templates = None
+    if args.user and args.vault:
+        from devicebio.authenticator import Authenticator
+
+        key, stored = Authenticator(open_vault(args), pipeline=pipeline)._templates(args.user)
+    source = open_frames(args)
+    rows = []
+    try:
+        for n, frame in enumerate(source.frames()):
+            if n >= args.frames:
+                break
+            result = pipeline.analyze(frame.rgb)
+            row: dict[str, Any] = {"frame": n, "liveness": "not checked"}
+            if isinstance(result, FaceCapture):
+                row.update({k: round(v, 1) for k, v in result.quality.items()})
+                row["verdict"] = "ok"
+                if templates is None and args.user and args.vault:
+                    templates = stored
+                if templates is not None:
+                    probe = key.protect(result.embedding)
+                    # Shown to the person at the device for troubleshooting; never stored.
+                    row["distance"] = round(
+                        float(((templates - probe) ** 2).sum(1).min() ** 0.5), 3
+                    )
+            else:
+                row["verdict"] = result.message
+            rows.append(row)
+            if not args.json:
+                print("  ".join(f"{k}={v}" for k, v in row.items()))
+    finally:
+        source.close()
+    if args.json:
+        print(json.dumps({"frames": rows}, indent=2))
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    for name, fn, help_ in (
+        ("register", cmd_register, "create a credential for a relying party"),
+        ("authenticate", cmd_authenticate, "sign an assertion for a relying party"),
+    ):
+        p = add_command(sub, name, fn, help_)
+        vault_args(p)
+        rp_args(p)
+        if name == "register":
+            p.add_argument(
+                "--method",
+                choices=["pin", "recovery"],
+                default="pin",
+                help="how the user is verified (secret read from stdin)",
+            )
+            p.add_argument("--user", required=True, help="the account name at the RP")
+        else:
+            p.add_argument(
+                "--method",
+                choices=["face", "pin", "recovery", "security-key"],
+                default="pin",
+                help="face (with --user and --source); a PIN / recovery code from stdin; "
+                "or a FIDO2 security key enrolled with this device",
+            )
+            p.add_argument("--user", help="the enrolled user (face)")
+            p.add_argument("--source", help="camera, camera:N, a video, a photo or a folder")
+            p.add_argument(
+                "--liveness",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="challenge-bound liveness prompts (default: on for a camera, off otherwise)",
+            )
+
+    p = add_command(sub, "enroll", cmd_enroll, "enrol a face (needs the PIN when one is set)")
+    vault_args(p)
+    p.add_argument("--user", required=True)
+    p.add_argument("--source", required=True, help="camera, camera:N, a video or photos")
+    p.add_argument("--purpose", default="sign-in on this device", help="shown to the user")
+    p.add_argument("--retention-days", type=int, default=365, help="templates deleted after")
+    p.add_argument("--consent", action="store_true", help="the user agreed to purpose/retention")
+    vault_args(add_command(sub, "users", cmd_users, "list enrolled users (no biometric data)"))
+    for name, fn, help_ in (
+        ("remove", cmd_remove, "delete a user's templates and their key (needs the PIN)"),
+        ("renew", cmd_renew, "re-key a user's templates (needs the PIN)"),
+    ):
+        p = add_command(sub, name, fn, help_)
+        vault_args(p)
+        p.add_argument("--user", required=True)
+    p = add_command(
+        sub, "test", cmd_test, "show quality and distance frame by frame; changes nothing"
+    )
+    p.add_argument("--source", required=True)
+    p.add_argument("--vault", default=os.environ.get("DEVICEBIO_VAULT"))
+    p.add_argument("--keyring", action="store_true")
+    p.add_argument("--user", help="also show the distance to this user's templates")
+    p.add_argument("--frames", type=int, default=30, help="stop after this many frames")
+    p.add_argument("--json", action="store_true")
