@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.fallback import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
 from devicebio.fallback.security_key import SecurityKeyFallback
@@ -59,15 +60,25 @@ class Consent:
 
 @dataclass(frozen=True)
 class AuthPolicy:
-    """Decision settings. ``threshold``: accept when the fused distance is below it (LOWER is
-    STRICTER); the default and its measured FAR/FRR are in docs/evaluation.md."""
+    """Decision settings. ``operating_point``: a named threshold of the face model, measured
+    as its spec records (None: the model's default; ``devicebio.vision.models`` lists them,
+    docs/evaluation.md gives their FMR/FNMR). ``threshold``: a custom one instead. The face
+    is accepted when the fused distance is below it (LOWER is STRICTER); see
+    :mod:`devicebio.decision`."""
 
-    threshold: float | None = None  # None: devicebio.vision.matching.DEFAULT_THRESHOLD
+    threshold: float | None = None
+    operating_point: str | None = None
     enrol_templates: int = 3
     enrol_max_frames: int = 90
     fuse_frames: int = 3
     timeout_s: float = 10.0
     attempts: AttemptPolicy = field(default_factory=AttemptPolicy)
+
+    def __post_init__(self) -> None:
+        self.decision_policy()  # an unknown operating point or a bad threshold fails here
+
+    def decision_policy(self) -> decision.Policy:
+        return decision.Policy.of(threshold=self.threshold, operating_point=self.operating_point)
 
 
 @dataclass(frozen=True)
@@ -149,12 +160,9 @@ class Authenticator:
         return self._pipeline
 
     @property
-    def threshold(self) -> float:
-        if self.policy.threshold is not None:
-            return self.policy.threshold
-        from devicebio.vision.matching import DEFAULT_THRESHOLD
-
-        return DEFAULT_THRESHOLD
+    def decision_policy(self) -> decision.Policy:
+        """The face decision's policy (threshold and the operating point it came from)."""
+        return self.policy.decision_policy()
 
     # ---- enrolment -----------------------------------------------------------------------
 
@@ -168,18 +176,10 @@ class Authenticator:
             return EnrollmentResult(_worst(rejected, seen), len(captures), seen, rejected, None)
         embeddings = np.stack([c.embedding for c in captures]).astype(np.float32)
         # Every enrolment frame must show the same person: a swap during capture is refused.
-        spread = max(
-            float(np.linalg.norm(a - b)) for i, a in enumerate(embeddings) for b in embeddings[i:]
-        )
-        if spread >= self.threshold:
+        # (The outcome carries no distance: a score never leaves the decision.)
+        if not decision.consistent(embeddings, self.decision_policy):
             rejected[OutcomeCode.SEVERAL_FACES.value] = rejected.get("several_faces", 0) + 1
-            return EnrollmentResult(
-                Outcome(OutcomeCode.SEVERAL_FACES, spread, self.threshold),
-                0,
-                seen,
-                rejected,
-                None,
-            )
+            return EnrollmentResult(Outcome(OutcomeCode.SEVERAL_FACES), 0, seen, rejected, None)
         now = self._clock()
         expires = now + consent.retention_days * _DAY
         key = TemplateKey.new()
@@ -242,10 +242,8 @@ class Authenticator:
                 return AuthResult(_worst(rejected, seen), None, seen, FALLBACKS)
             raw = np.stack([c.embedding for c in captures])
         probes = key.protect(raw)
-        # Score-level fusion: the mean over frames of each frame's closest template.
-        dists = np.linalg.norm(probes[:, None, :] - templates[None, :, :], axis=2).min(axis=1)
-        fused = float(dists.mean())
-        if fused >= self.threshold:
+        verdict = decision.decide(probes, templates, self.decision_policy)
+        if verdict is not decision.Verdict.ACCEPT:
             after = self.limiter.record_failure()
             offer = FALLBACKS if not after.allowed else ()
             return AuthResult(Outcome(OutcomeCode.NO_MATCH), None, seen, offer)

@@ -249,7 +249,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.user and args.vault:
         from devicebio.authenticator import Authenticator
 
-        key, stored = Authenticator(open_vault(args), pipeline=pipeline)._templates(args.user)
+        auth = Authenticator(open_vault(args), pipeline=pipeline)
+        key, stored = auth._templates(args.user)
+        policy = auth.decision_policy
     source = open_frames(args)
     rows = []
     try:
@@ -264,11 +266,11 @@ def cmd_test(args: argparse.Namespace) -> int:
                 if templates is None and args.user and args.vault:
                     templates = stored
                 if templates is not None:
-                    probe = key.protect(result.embedding)
-                    # Shown to the person at the device for troubleshooting; never stored.
-                    row["distance"] = round(
-                        float(((templates - probe) ** 2).sum(1).min() ** 0.5), 3
-                    )
+                    from devicebio import decision
+
+                    # This frame alone through the product's decision: a verdict, never a score.
+                    verdict = decision.decide(key.protect(result.embedding), templates, policy)
+                    row["match"] = "yes" if verdict is decision.Verdict.ACCEPT else "no"
             else:
                 row["verdict"] = result.message
             rows.append(row)
@@ -330,11 +332,11 @@ def add_parsers(sub: Any) -> None:
         vault_args(p)
         p.add_argument("--user", required=True)
     p = add_command(
-        sub, "test", cmd_test, "show quality and distance frame by frame; changes nothing"
+        sub, "test", cmd_test, "show quality and match frame by frame; changes nothing"
     )
     p.add_argument("--source", required=True)
     p.add_argument("--vault", default=os.environ.get("DEVICEBIO_VAULT"))
     p.add_argument("--keyring", action="store_true")
-    p.add_argument("--user", help="also show the distance to this user's templates")
+    p.add_argument("--user", help="also show whether each frame alone matches this user")
     p.add_argument("--frames", type=int, default=30, help="stop after this many frames")
     p.add_argument("--json", action="store_true")

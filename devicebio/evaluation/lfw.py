@@ -155,10 +155,28 @@ def evaluate(
             flagged[verdict.code.value] = flagged.get(verdict.code.value, 0) + 1
     elapsed = time.perf_counter() - started
 
+    # One photo against one photo through the product's decision rule (m = k = 1); a pair with
+    # an image where no face was found cannot match (distance +inf).
+    from devicebio import decision
+
+    found = [p for p in pairs if p.a in embeddings and p.b in embeddings]
+    scored = (
+        dict(
+            zip(
+                found,
+                decision.paired_fused_distances(
+                    np.stack([embeddings[p.a] for p in found])[:, None],
+                    np.stack([embeddings[p.b] for p in found])[:, None],
+                ).tolist(),
+                strict=True,
+            )
+        )
+        if found
+        else {}
+    )
+
     def dist(p: Pair) -> float:
-        if p.a not in embeddings or p.b not in embeddings:
-            return float("inf")
-        return float(np.linalg.norm(embeddings[p.a] - embeddings[p.b]))
+        return scored.get(p, float("inf"))
 
     used_folds = sorted({p.fold for p in pairs})
     g_folds = [np.array([dist(p) for p in pairs if p.fold == f and p.same]) for f in used_folds]
@@ -166,9 +184,8 @@ def evaluate(
     genuine, impostor = np.concatenate(g_folds), np.concatenate(i_folds)
     accs, fold_thresholds = metrics.kfold_accuracy(g_folds, i_folds)
     eer, eer_threshold = metrics.eer(genuine, impostor)
-    from devicebio.vision.matching import DEFAULT_THRESHOLD
-
-    far_d, frr_d = metrics.rates_at(genuine, impostor, DEFAULT_THRESHOLD)
+    default = decision.Policy.of()
+    far_d, frr_d = metrics.rates_at(genuine, impostor, default.threshold)
     report: dict[str, Any] = {
         "dataset": str(images),
         "pairs": len(pairs),
@@ -186,7 +203,8 @@ def evaluate(
         "impostor_pairs": len(impostor),
         "eer": eer,
         "eer_threshold": eer_threshold,
-        "default_threshold": DEFAULT_THRESHOLD,
+        "default_threshold": default.threshold,
+        "default_operating_point": default.operating_point,
         "far_at_default_threshold": far_d,
         "frr_at_default_threshold": frr_d,
         "detector": detector,

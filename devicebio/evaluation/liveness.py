@@ -27,10 +27,11 @@ Attacks, each its own presentation-attack-instrument species:
 * ``identity_mismatch``: another person's genuine footage answering the plan correctly;
 * ``face_swap``: the enrolled person for the first prompts, another person for the rest.
 
-A presentation is accepted when the liveness result passed AND the first and last face it
-sampled (both at the neutral pose) match the enrolled templates (``distance <
-DEFAULT_THRESHOLD``): the decision a face authenticator makes; identity continuity between
-them is the liveness check's own job. For photo attacks the enrolled template is the photo's own
+A presentation is accepted when the liveness result passed AND the faces it sampled match
+the enrolled templates by :func:`devicebio.decision.decide` at the model's default operating
+point: the decision :class:`~devicebio.authenticator.Authenticator` makes on a liveness session
+(identity continuity between the samples is the liveness check's own job, by the same
+threshold). For photo attacks the enrolled template is the photo's own
 embedding, i.e. the strongest attacker, one who holds a photo of the enrolled user.
 
 Metrics: APCER per species = accepted attacks / attack presentations of that species;
@@ -484,19 +485,12 @@ def _machine() -> dict[str, Any]:
     return machine()
 
 
-def _identity_ok(embeddings: np.ndarray, templates: np.ndarray, threshold: float) -> bool:
-    """The first and the last sampled face match the enrolled templates.
+def _identity_ok(embeddings: np.ndarray, templates: np.ndarray, policy: Any) -> bool:
+    """The session's sampled faces match the enrolled templates by the product's decision
+    (devicebio.decision.decide), exactly as Authenticator fuses a liveness session's samples."""
+    from devicebio import decision
 
-    The liveness check samples the face at the neutral baseline first and back at neutral
-    last (its identity chain runs between them, with samples at each response): the two
-    frontal samples are the ones a matcher judges well, and between them they prove who
-    started and who finished the session."""
-    from devicebio.vision.matching import best_distance
-
-    emb = np.asarray(embeddings)
-    if emb.ndim != 2 or len(emb) == 0:
-        return False
-    return all(best_distance(e, templates) < threshold for e in (emb[0], emb[-1]))
+    return decision.decide(embeddings, templates, policy) is decision.Verdict.ACCEPT
 
 
 @dataclass
@@ -538,10 +532,10 @@ class _Bench:
         pipeline: Any = None,
         liveness: Any = None,
     ) -> None:
-        from devicebio.vision.matching import DEFAULT_THRESHOLD
+        from devicebio import decision
         from devicebio.vision.pipeline import FaceCapture, FacePipeline
 
-        self.threshold = DEFAULT_THRESHOLD
+        self.policy = decision.Policy.of()
         self.seed = seed
         self.lfw_dir = lfw_dir
         ann = load_annotation(annotation)
@@ -631,7 +625,7 @@ class _Bench:
         result = self.live.run(frames, c, on_prompt=on_prompt)
         if not result.passed:
             accepted, reason = False, str(result.reason or "refused")
-        elif not _identity_ok(result.embeddings, enrolled, self.threshold):
+        elif not _identity_ok(result.embeddings, enrolled, self.policy):
             accepted, reason = False, "identity_mismatch"
         else:
             accepted, reason = True, "accepted"
@@ -775,7 +769,7 @@ def evaluate(
     if bar is not None:
         bar.close()
 
-    from devicebio.vision.matching import DEFAULT_THRESHOLD
+    from devicebio import decision
 
     tallies: dict[str, _Tally] = {"genuine": _Tally(), **{s: _Tally() for s in species}}
     per_person: dict[str, _Tally] = {}
@@ -833,7 +827,8 @@ def evaluate(
             for n, t in sorted(per_person.items())
         },
         "challenges_redrawn_to_fit_footage": dict(redraws),
-        "identity_threshold": DEFAULT_THRESHOLD,
+        "operating_point": decision.Policy.of().operating_point,
+        "identity_threshold": decision.Policy.of().threshold,
         "seed": seed,
         "workers": workers,
         "decode_seconds": decode_s,

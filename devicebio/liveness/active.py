@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.liveness.parallax import PlaneTracker, nonrigid_motion
 from devicebio.liveness.parallax import grey as _grey
@@ -71,7 +72,7 @@ class LivenessConfig:
     - ``motion_min``: largest non-rigid landmark motion (inter-ocular units) over the session
       below which nothing ever moved (a static image).
     - ``identity_threshold``: every pair of sampled embeddings must be closer than this
-      (None: the matcher's default threshold).
+      (None: the face model's default operating point; see devicebio.decision.continues).
     - ``max_lost_frames``: consecutive frames without the face before the session fails.
     - ``min_fps_dt`` / ``max_gap_s``: frame intervals outside [1/120 s, 0.5 s] are refused.
     - ``several_faces_ratio``: a second face this fraction of the first one's width is a
@@ -160,12 +161,9 @@ class ActiveLiveness:
         self._plain = FaceMesh(face)
 
     @property
-    def identity_threshold(self) -> float:
-        if self.config.identity_threshold is not None:
-            return self.config.identity_threshold
-        from devicebio.vision.matching import DEFAULT_THRESHOLD
-
-        return DEFAULT_THRESHOLD
+    def identity_policy(self) -> decision.Policy:
+        """The face decision's policy for identity continuity (devicebio.decision)."""
+        return decision.Policy.of(threshold=self.config.identity_threshold)
 
     # ---- per frame -----------------------------------------------------------------------
 
@@ -313,9 +311,8 @@ class _Session:
         emb = self.o._embed(rgb)
         if emb is None:
             return
-        for other in self.embeddings:
-            if float(np.linalg.norm(emb - other)) >= self.o.identity_threshold:
-                raise _Failed("identity_changed")
+        if not decision.continues(emb, np.asarray(self.embeddings), self.o.identity_policy):
+            raise _Failed("identity_changed")
         self.embeddings.append(np.asarray(emb, np.float32))
 
     def _timing(self, t: float) -> None:

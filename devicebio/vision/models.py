@@ -86,11 +86,50 @@ class ModelSpec:
     source_sha256: str
     build: Callable[[bytes], bytes]
     sha256: str
+    # An embedder's decision thresholds, the first being the default (devicebio.decision).
+    operating_points: tuple[OperatingPoint, ...] = ()
 
     @property
     def model_id(self) -> str:
         """What the signed assertion names: the model and the first 16 hex of its hash."""
         return f"{self.name}@{self.sha256[:16]}"
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        """The named operating point, or the default (the first) when ``name`` is None."""
+        for point in self.operating_points:
+            if name is None or point.name == name:
+                return point
+        known = ", ".join(p.name for p in self.operating_points) or "none"
+        raise DeviceBioError(
+            Reason.INVALID_ARGUMENT,
+            f"{self.name} has no operating point {name!r}; known: {known}",
+        )
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A threshold of an embedder and the figures it was measured at.
+
+    The face decision accepts when the fused distance is BELOW ``threshold``: a LOWER threshold
+    is STRICTER (fewer false matches, more false non-matches). Rates are fractions; each ``*_ci``
+    is the 95% Clopper-Pearson interval; ``None`` means not measured. A transaction is the
+    device's decision (``probes`` frames against ``templates`` enrolment templates); a
+    comparison is one photo against one photo. ``command`` reprints every figure.
+    """
+
+    name: str
+    threshold: float
+    target: str
+    measured_on: str
+    command: str
+    transaction_fmr: float | None = None
+    transaction_fmr_ci: tuple[float, float] | None = None
+    transaction_fnmr: float | None = None
+    transaction_fnmr_ci: tuple[float, float] | None = None
+    comparison_fmr: float | None = None
+    comparison_fnmr: float | None = None
+    probes: int = 3
+    templates: int = 3
 
 
 def _mediapipe(tflite: str, *, purpose: str, source_sha256: str, sha256: str) -> ModelSpec:
@@ -109,6 +148,20 @@ def _mediapipe(tflite: str, *, purpose: str, source_sha256: str, sha256: str) ->
     )
 
 
+# dlib_resnet_v1's operating points, measured through devicebio.decision (docs/evaluation.md).
+RESNET_OPERATING_POINTS = (
+    OperatingPoint(
+        name="lfw-far-1e-3",
+        threshold=0.40,
+        target="per-comparison FAR ~1e-3 on LFW's 3,000 impostor pairs",
+        measured_on="LFW View-2, 6,000 pairs, one photo against one photo",
+        command="devicebio eval lfw",
+        comparison_fmr=5 / 3000,
+        comparison_fnmr=64 / 3000,
+    ),
+)
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -122,6 +175,7 @@ MODELS: dict[str, ModelSpec] = {
             source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             build=_build_resnet,
             sha256="8eba2436042a9c282e49e595718118ced4fa895c0936c1548c262a05c8c385aa",
+            operating_points=RESNET_OPERATING_POINTS,
         ),
         ModelSpec(
             name="dlib_mmod",

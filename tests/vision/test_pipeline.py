@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.vision import models
-from devicebio.vision.matching import DEFAULT_THRESHOLD, distance
 from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
 
 GOOD = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
@@ -38,11 +38,9 @@ def test_same_person_closer_than_different(pipeline, load_lfw) -> None:
     a1 = pipeline.analyze(load_lfw("Abdullah_Gul/Abdullah_Gul_0001.jpg"))
     a2 = pipeline.analyze(load_lfw("Abdullah_Gul/Abdullah_Gul_0002.jpg"))
     b = pipeline.analyze(load_lfw(GOOD))
-    assert (
-        distance(a1.embedding, a2.embedding)
-        < DEFAULT_THRESHOLD
-        < distance(a1.embedding, b.embedding)
-    )
+    policy = decision.Policy.of()  # the model's default operating point
+    assert decision.decide(a1.embedding, a2.embedding, policy) is decision.Verdict.ACCEPT
+    assert decision.decide(a1.embedding, b.embedding, policy) is decision.Verdict.REFUSE
     assert abs(float(np.linalg.norm(a1.embedding)) - 1.0) < 1e-5
 
 
@@ -188,4 +186,4 @@ def test_accurate_detector_finds_the_same_face(load_lfw, pipeline) -> None:
     img = load_lfw(GOOD)
     a, b = accurate.analyze(img), pipeline.analyze(img)
     assert isinstance(a, FaceCapture) and a.detector == "mmod"
-    assert distance(a.embedding, b.embedding) < 0.2
+    assert float(np.linalg.norm(a.embedding - b.embedding)) < 0.2  # same photo, two detectors
