@@ -1,4 +1,5 @@
-"""``devicebio eval``: evaluation tools for reviewers (LFW accuracy, liveness APCER/BPCER)."""
+"""``devicebio eval``: evaluation tools for reviewers (LFW accuracy, transaction FMR/FNMR,
+liveness APCER/BPCER)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,28 @@ def cmd_eval_lfw(args: argparse.Namespace) -> int:
     lfw.write_outputs(report, json_out, Path(args.plot) if args.plot else None)
     shown = {k: v for k, v in report.items() if k not in ("no_face_list", "fold_thresholds")}
     print(json.dumps(shown, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_eval_transactions(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from devicebio.evaluation import lfw, transactions
+
+    images = Path(args.images) if args.images else lfw.default_lfw_dir() / "images"
+    report = transactions.evaluate(
+        images,
+        enrol=args.enrol,
+        probes=args.probes,
+        operating_point=args.operating_point,
+        threshold=args.threshold,
+        seeds=[int(s) for s in args.seeds.split(",")],
+        groups=Path(args.groups) if args.groups else None,
+        workers=args.workers,
+    )
+    json_out = Path(args.json_out) if args.json_out else None
+    transactions.write_outputs(report, json_out, Path(args.plot) if args.plot else None)
+    print(transactions.format_table(report))
     return EXIT_OK
 
 
@@ -90,6 +113,19 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--no-normalize", action="store_true", help="keep dlib's raw embedding length (ablation)"
     )
+    p = add_command(
+        ev_sub, "transactions", cmd_eval_transactions, "FMR/FNMR per transaction (ISO 19795-1)"
+    )
+    p.add_argument("--images", help="folder of <person>/<photo> images (default: shared LFW)")
+    p.add_argument("--enrol", type=int, default=3, help="enrolment templates (default 3)")
+    p.add_argument("--probes", type=int, default=3, help="probe frames fused (default 3)")
+    p.add_argument("--operating-point", help="evaluate this named operating point")
+    p.add_argument("--threshold", type=float, help="evaluate a custom threshold instead")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="out-of-sample split seeds")
+    p.add_argument("--groups", help="person,attribute... CSV, or Columbia's lfw_attributes.txt")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the report here")
+    p.add_argument("--plot", metavar="OUT.png", help="DET curves with the operating point")
     p = add_command(
         ev_sub, "liveness", cmd_eval_liveness, "APCER/BPCER of active liveness (ISO 30107-3)"
     )

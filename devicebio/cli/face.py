@@ -331,9 +331,7 @@ def add_parsers(sub: Any) -> None:
         p = add_command(sub, name, fn, help_)
         vault_args(p)
         p.add_argument("--user", required=True)
-    p = add_command(
-        sub, "test", cmd_test, "show quality and match frame by frame; changes nothing"
-    )
+    p = add_command(sub, "test", cmd_test, "show quality and match frame by frame; changes nothing")
     p.add_argument("--source", required=True)
     p.add_argument("--vault", default=os.environ.get("DEVICEBIO_VAULT"))
     p.add_argument("--keyring", action="store_true")
