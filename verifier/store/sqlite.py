@@ -1,57 +1,46 @@
-"""The verifier's state: challenges, credentials, the revocation list in force, an audit trail.
+"""``SQLiteStore``: the embedded default store (stdlib ``sqlite3``), one file or ``":memory:"``.
 
-``Store`` is the small interface the rest of the verifier codes against; ``SQLiteStore`` is the
-embedded default (stdlib ``sqlite3``). A store for a shared server database (PostgreSQL) only
-has to keep the same two atomicity promises:
-
-* ``use_challenge`` marks a challenge used with a single conditional ``UPDATE`` so that, of
-  several verifier processes racing to redeem one challenge, exactly one sees it fresh;
-* ``update_sign_count`` is a compare-and-set, so two assertions carrying the same counter
-  value cannot both be accepted.
-
-A store may also offer ``atomic()``, a context manager that groups several calls into one
-write transaction (``SQLiteStore.atomic``); the verifier uses it when present, so that one
-assertion costs one durable commit instead of one per write. Without it every call commits on
-its own, which is equally correct, only slower.
-
-Every ``sqlite3`` failure surfaces as ``VerifierError(Reason.STORAGE)``: the verifier fails
-closed when it cannot read or write its state. The audit trail holds event names and short
-fields (ids, reasons, counters); callers must never pass biometric data to it.
+See :mod:`verifier.store.base` for the interface and the two atomicity promises. Every
+``sqlite3`` failure surfaces as ``VerifierError(Reason.STORAGE)``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
-from devicebio.wire import ed25519_public_key_from_cose
 from verifier.errors import Reason, VerifierError
 
-__all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "SQLiteStore", "Store"]
+from .base import (
+    SCHEMA_VERSION,
+    CredentialRecord,
+    Durability,
+    audit_rows,
+    audit_text,
+    check_bytes,
+    check_durability,
+    check_int,
+    check_record,
+    check_str,
+    check_time,
+    record_from_row,
+    storage_error,
+)
 
-#: Stored in ``PRAGMA user_version``; a database with another version is refused on open.
-SCHEMA_VERSION = 1
+__all__ = ["SQLiteStore"]
 
-# SQLite stores signed 64-bit integers; anything outside would raise OverflowError mid-query.
-_INT_MAX = 2**63 - 1
-
-#: ``"full"``: every commit is fsync'd before it returns. ``"normal"``: WAL with
-#: ``synchronous=NORMAL``, see :class:`SQLiteStore`.
-Durability = Literal["full", "normal"]
 _SYNCHRONOUS = {"full": ("FULL", 2), "normal": ("NORMAL", 1)}
 
 # UPDATE ... RETURNING (SQLite 3.35) redeems a challenge in one statement instead of two.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
-_SCHEMA = (
+# Version 1, created on a new file; later versions are reached through _MIGRATIONS.
+_SCHEMA_V1 = (
     """
     CREATE TABLE challenges (
         value      BLOB PRIMARY KEY,
@@ -93,113 +82,13 @@ _SCHEMA = (
     """,
 )
 
-
-@dataclass(frozen=True)
-class CredentialRecord:
-    """A registered device credential, as the verifier keeps it."""
-
-    credential_id: bytes
-    user: str
-    user_handle: bytes
-    rp_id: str
-    public_key: bytes  # COSE_Key, CBOR bytes exactly as registered
-    sign_count: int
-    device_id: bytes | None
-    created_at: float
-
-    @property
-    def ed25519_public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 key of ``public_key``; raises ``DeviceBioError`` if the
-        stored COSE_Key is not exactly OKP/Ed25519/EdDSA in canonical CBOR."""
-        return _ed25519_key(self.public_key)
-
-
-@functools.lru_cache(maxsize=1024)
-def _ed25519_key(cose_key: bytes) -> bytes:
-    # Decoding and re-encoding the COSE_Key to prove it canonical costs more than the
-    # signature check's bookkeeping; the result depends on the bytes alone, so a cache keyed
-    # by the exact bytes cannot hand one credential another's key. Failures are not cached.
-    return ed25519_public_key_from_cose(cose_key)
-
-
-@runtime_checkable
-class Store(Protocol):
-    """What the verifier needs from its storage. Implementations raise only ``VerifierError``."""
-
-    def insert_challenge(self, value: bytes, user: str, purpose: str, expires_at: float) -> None:
-        """Remember a freshly issued challenge (unused)."""
-        ...
-
-    def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
-        """Atomically mark ``value`` used.
-
-        Returns ``(user, purpose, expires_at, was_already_used)``, or ``None`` if unknown.
-        """
-        ...
-
-    def purge_expired_challenges(self, now: float) -> int:
-        """Delete challenges that expired before ``now``; returns how many went."""
-        ...
-
-    def add_credential(self, rec: CredentialRecord) -> None:
-        """Store a new credential; ``VerifierError(CREDENTIAL_EXISTS)`` if the id is taken."""
-        ...
-
-    def get_credential(self, credential_id: bytes) -> CredentialRecord | None: ...
-
-    def update_sign_count(self, credential_id: bytes, old: int, new: int) -> bool:
-        """Set the counter to ``new`` only if it is still ``old``; ``False`` if it was not."""
-        ...
-
-    def credentials_for_user(self, user: str) -> list[CredentialRecord]: ...
-
-    def get_revocation_state(self) -> tuple[int, bytes] | None:
-        """``(highest serial seen, list bytes in force)``, or ``None`` before the first list."""
-        ...
-
-    def set_revocation_state(self, serial: int, data: bytes) -> None:
-        """Install a list. Refuses (``REVOCATION_LIST_ROLLBACK``) a lower serial than stored,
-        or the same serial with different bytes, atomically against concurrent installers."""
-        ...
-
-    def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
-        """Append an audit event. Never pass images, templates, embeddings or scores."""
-        ...
-
-
-def _storage_error(exc: BaseException) -> VerifierError:
-    return VerifierError(Reason.STORAGE, f"{type(exc).__name__}: {exc}")
-
-
-def _check_int(name: str, value: object) -> int:
-    if type(value) is not int or not 0 <= value <= _INT_MAX:
-        raise VerifierError(Reason.MALFORMED, f"{name} must be an integer in [0, 2**63)")
-    return value
-
-
-def _check_bytes(name: str, value: object) -> bytes:
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise VerifierError(Reason.MALFORMED, f"{name} must be bytes")
-    return bytes(value)
-
-
-def _check_str(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise VerifierError(Reason.MALFORMED, f"{name} must be a str")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates: SQLite cannot store them
-        raise VerifierError(Reason.MALFORMED, f"{name} is not valid Unicode text") from exc
-    return value
-
-
-def _check_time(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise VerifierError(Reason.MALFORMED, f"{name} must be a number")
-    result = float(value)
-    if result != result or result in (float("inf"), float("-inf")):
-        raise VerifierError(Reason.MALFORMED, f"{name} must be finite")
-    return result
+#: ``_MIGRATIONS[v]`` takes a database from version ``v - 1`` to ``v``; they run in order, in
+#: one transaction with the version bump, so a crash mid-migration leaves the old version.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _SCHEMA_V1,
+    2: ("CREATE INDEX audit_time ON audit (time)",),
+}
+assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 
 class SQLiteStore:
@@ -233,8 +122,7 @@ class SQLiteStore:
         timeout: float = 10.0,
         durability: Durability = "full",
     ) -> None:
-        if not isinstance(durability, str) or durability not in _SYNCHRONOUS:
-            raise VerifierError(Reason.MALFORMED, "durability must be 'full' or 'normal'")
+        durability = check_durability(durability)
         self._lock = threading.RLock()
         self._path = str(path)
         self._durability: Durability = durability
@@ -246,7 +134,7 @@ class SQLiteStore:
                 self._path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
         except (sqlite3.Error, OSError) as exc:
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             if self._path != ":memory:" and not self._path.startswith("file::memory:"):
@@ -263,7 +151,7 @@ class SQLiteStore:
             raise
         except (sqlite3.Error, OverflowError) as exc:
             self._conn.close()
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -271,30 +159,38 @@ class SQLiteStore:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version != 0:
+        if not 0 <= version < SCHEMA_VERSION:
             raise VerifierError(
                 Reason.STORAGE,
                 f"database schema version {version}; this verifier understands {SCHEMA_VERSION}",
             )
-        # Version 0 means "never initialised": create the schema, but only once even when
-        # several processes open a new file at the same moment (the lock makes one wait).
+        # Create or migrate forward, but only once even when several processes open the
+        # file at the same moment (the write lock makes the others wait, then re-read).
         with self._transaction():
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
-            if version != 0:
+            if not 0 <= version < SCHEMA_VERSION:
                 raise VerifierError(Reason.STORAGE, f"database schema version {version}")
-            existing = self._conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchone()[0]
-            if existing:
-                raise VerifierError(
-                    Reason.STORAGE, "the file holds tables but no verifier schema version"
-                )
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
+            if version == 0:
+                existing = self._conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                ).fetchone()[0]
+                if existing:
+                    raise VerifierError(
+                        Reason.STORAGE, "the file holds tables but no verifier schema version"
+                    )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self._conn.execute(statement)
             # PRAGMA takes no bound parameters; SCHEMA_VERSION is a module constant int.
             self._conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database (always ``SCHEMA_VERSION`` once open)."""
+        with self._errors():
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     @property
     def durability(self) -> Durability:
@@ -329,7 +225,7 @@ class SQLiteStore:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise storage_error(exc) from exc
             self._atomic_depth = 1
             try:
                 yield
@@ -351,7 +247,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-            raise _storage_error(exc) from exc
+            raise storage_error(exc) from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -363,7 +259,7 @@ class SQLiteStore:
                 try:
                     self._conn.execute("SAVEPOINT store_call")
                 except sqlite3.Error as exc:
-                    raise _storage_error(exc) from exc
+                    raise storage_error(exc) from exc
                 try:
                     yield self._conn
                 except BaseException:
@@ -374,12 +270,12 @@ class SQLiteStore:
                 try:
                     self._conn.execute("RELEASE store_call")
                 except sqlite3.Error as exc:
-                    raise _storage_error(exc) from exc
+                    raise storage_error(exc) from exc
                 return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise storage_error(exc) from exc
             try:
                 yield self._conn
             except BaseException:
@@ -391,7 +287,7 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
-                raise _storage_error(exc) from exc
+                raise storage_error(exc) from exc
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -401,7 +297,7 @@ class SQLiteStore:
             except VerifierError:
                 raise
             except (sqlite3.Error, OverflowError) as exc:
-                raise _storage_error(exc) from exc
+                raise storage_error(exc) from exc
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
@@ -416,10 +312,10 @@ class SQLiteStore:
     # -- challenges ----------------------------------------------------------------------
 
     def insert_challenge(self, value: bytes, user: str, purpose: str, expires_at: float) -> None:
-        value = _check_bytes("value", value)
-        user = _check_str("user", user)
-        purpose = _check_str("purpose", purpose)
-        expires_at = _check_time("expires_at", expires_at)
+        value = check_bytes("value", value)
+        user = check_str("user", user)
+        purpose = check_str("purpose", purpose)
+        expires_at = check_time("expires_at", expires_at)
         with self._errors():
             try:
                 self._conn.execute(
@@ -432,7 +328,7 @@ class SQLiteStore:
                 raise VerifierError(Reason.STORAGE, "challenge value already stored") from exc
 
     def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
-        value = _check_bytes("value", value)
+        value = check_bytes("value", value)
         if not _HAS_RETURNING:
             return self._use_challenge_two_statements(value)
         with self._errors():
@@ -469,7 +365,7 @@ class SQLiteStore:
         return str(row[0]), str(row[1]), float(row[2]), won != 1
 
     def purge_expired_challenges(self, now: float) -> int:
-        now = _check_time("now", now)
+        now = check_time("now", now)
         with self._errors():
             return int(
                 self._conn.execute("DELETE FROM challenges WHERE expires_at < ?", (now,)).rowcount
@@ -478,18 +374,7 @@ class SQLiteStore:
     # -- credentials ---------------------------------------------------------------------
 
     def add_credential(self, rec: CredentialRecord) -> None:
-        if not isinstance(rec, CredentialRecord):
-            raise VerifierError(Reason.MALFORMED, "rec must be a CredentialRecord")
-        params = (
-            _check_bytes("credential_id", rec.credential_id),
-            _check_str("user", rec.user),
-            _check_bytes("user_handle", rec.user_handle),
-            _check_str("rp_id", rec.rp_id),
-            _check_bytes("public_key", rec.public_key),
-            _check_int("sign_count", rec.sign_count),
-            None if rec.device_id is None else _check_bytes("device_id", rec.device_id),
-            _check_time("created_at", rec.created_at),
-        )
+        params = check_record(rec)
         with self._errors():
             try:
                 self._conn.execute(
@@ -503,36 +388,23 @@ class SQLiteStore:
                     Reason.CREDENTIAL_EXISTS, "a credential with this id is registered"
                 ) from exc
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> CredentialRecord:
-        return CredentialRecord(
-            credential_id=bytes(row[0]),
-            user=str(row[1]),
-            user_handle=bytes(row[2]),
-            rp_id=str(row[3]),
-            public_key=bytes(row[4]),
-            sign_count=int(row[5]),
-            device_id=None if row[6] is None else bytes(row[6]),
-            created_at=float(row[7]),
-        )
-
     _COLUMNS = (
         "credential_id, user, user_handle, rp_id, public_key, sign_count, device_id, created_at"
     )
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
-        credential_id = _check_bytes("credential_id", credential_id)
+        credential_id = check_bytes("credential_id", credential_id)
         with self._errors():
             row = self._conn.execute(
                 f"SELECT {self._COLUMNS} FROM credentials WHERE credential_id = ?",  # noqa: S608
                 (credential_id,),
             ).fetchone()
-            return None if row is None else self._record(row)
+            return None if row is None else record_from_row(row)
 
     def update_sign_count(self, credential_id: bytes, old: int, new: int) -> bool:
-        credential_id = _check_bytes("credential_id", credential_id)
-        old = _check_int("old", old)
-        new = _check_int("new", new)
+        credential_id = check_bytes("credential_id", credential_id)
+        old = check_int("old", old)
+        new = check_int("new", new)
         with self._errors():
             changed = self._conn.execute(
                 "UPDATE credentials SET sign_count = ? WHERE credential_id = ? AND sign_count = ?",
@@ -541,14 +413,14 @@ class SQLiteStore:
         return changed == 1
 
     def credentials_for_user(self, user: str) -> list[CredentialRecord]:
-        user = _check_str("user", user)
+        user = check_str("user", user)
         with self._errors():
             rows = self._conn.execute(
                 f"SELECT {self._COLUMNS} FROM credentials WHERE user = ?"  # noqa: S608
                 " ORDER BY created_at, credential_id",
                 (user,),
             ).fetchall()
-            return [self._record(r) for r in rows]
+            return [record_from_row(r) for r in rows]
 
     # -- revocation ----------------------------------------------------------------------
 
@@ -560,8 +432,8 @@ class SQLiteStore:
             return None if row is None else (int(row[0]), bytes(row[1]))
 
     def set_revocation_state(self, serial: int, data: bytes) -> None:
-        serial = _check_int("serial", serial)
-        data = _check_bytes("data", data)
+        serial = check_int("serial", serial)
+        data = check_bytes("data", data)
         with self._errors(), self._transaction() as conn:
             # Re-check under the write lock: two installers that both read serial N must not
             # let the later, lower list overwrite the higher one.
@@ -591,16 +463,7 @@ class SQLiteStore:
     # -- audit ---------------------------------------------------------------------------
 
     def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
-        event = _check_str("event", event)
-        for key, value in fields.items():
-            if value is not None and not isinstance(value, str | int | float | bool):
-                raise VerifierError(
-                    Reason.MALFORMED, f"audit field {key!r} must be str, int, float, bool or None"
-                )
-        try:
-            text = json.dumps(fields, sort_keys=True, allow_nan=False)
-        except ValueError as exc:
-            raise VerifierError(Reason.MALFORMED, "audit fields must be finite") from exc
+        event, text = audit_text(event, fields)
         with self._errors():
             self._conn.execute(
                 "INSERT INTO audit (time, event, fields) VALUES (?, ?, ?)",
@@ -609,16 +472,15 @@ class SQLiteStore:
 
     def audit_events(self, limit: int = 100) -> list[tuple[float, str, dict[str, Any]]]:
         """The newest ``limit`` audit events, oldest first, as ``(time, event, fields)``."""
-        limit = _check_int("limit", limit)
+        limit = check_int("limit", limit)
         with self._errors():
             rows = self._conn.execute(
                 "SELECT time, event, fields FROM audit ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
-        out: list[tuple[float, str, dict[str, Any]]] = []
-        for t, event, text in reversed(rows):
-            try:
-                fields = json.loads(text)
-            except ValueError as exc:
-                raise VerifierError(Reason.STORAGE, "corrupt audit record") from exc
-            out.append((float(t), str(event), fields if isinstance(fields, dict) else {}))
-        return out
+        return audit_rows(rows)
+
+    def purge_audit(self, before: float) -> int:
+        """Retention: delete audit events recorded before ``before``; returns how many went."""
+        before = check_time("before", before)
+        with self._errors():
+            return int(self._conn.execute("DELETE FROM audit WHERE time < ?", (before,)).rowcount)

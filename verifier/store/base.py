@@ -1,0 +1,219 @@
+"""What every store shares: the ``Store`` interface, the credential record, the schema
+version, and the argument checks that make each backend refuse the same inputs with the same
+typed reason before any SQL runs.
+
+``Store`` is the small interface the rest of the verifier codes against. A backend keeps two
+atomicity promises whatever the number of verifier processes sharing its database:
+
+* ``use_challenge`` redeems a challenge with ONE conditional statement, so that of several
+  processes racing to redeem it exactly one sees it fresh;
+* ``update_sign_count`` is a compare-and-set, so two assertions carrying the same counter
+  value cannot both be accepted.
+
+A store may also offer ``atomic()``, a context manager that groups several calls into one
+write transaction; the verifier uses it when present, so that one assertion costs one durable
+commit instead of one per write. Without it every call commits on its own, which is equally
+correct, only slower.
+
+Every driver failure surfaces as ``VerifierError(Reason.STORAGE)``: the verifier fails closed
+when it cannot read or write its state. The audit trail holds event names and short fields
+(ids, reasons, counters); callers must never pass biometric data to it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from devicebio.wire import ed25519_public_key_from_cose
+from verifier.errors import Reason, VerifierError
+
+__all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "Store"]
+
+#: The schema every backend migrates a database to on open (forward only). A database
+#: with a higher version was written by a newer verifier and is refused.
+#: 1: challenges, credentials, revocation, audit. 2: an index on audit time, for retention.
+SCHEMA_VERSION = 2
+
+# Both backends store signed 64-bit integers; anything outside would fail mid-query.
+INT_MAX = 2**63 - 1
+
+#: ``"full"``: every commit is durable (fsync'd) before it returns. ``"normal"``: commits
+#: survive a crash of the verifier process but not necessarily of the OS or the database
+#: server; see each backend.
+Durability = Literal["full", "normal"]
+DURABILITIES: tuple[Durability, ...] = ("full", "normal")
+
+
+@dataclass(frozen=True)
+class CredentialRecord:
+    """A registered device credential, as the verifier keeps it."""
+
+    credential_id: bytes
+    user: str
+    user_handle: bytes
+    rp_id: str
+    public_key: bytes  # COSE_Key, CBOR bytes exactly as registered
+    sign_count: int
+    device_id: bytes | None
+    created_at: float
+
+    @property
+    def ed25519_public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 key of ``public_key``; raises ``DeviceBioError`` if the
+        stored COSE_Key is not exactly OKP/Ed25519/EdDSA in canonical CBOR."""
+        return _ed25519_key(self.public_key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ed25519_key(cose_key: bytes) -> bytes:
+    # Decoding and re-encoding the COSE_Key to prove it canonical costs more than the
+    # signature check's bookkeeping; the result depends on the bytes alone, so a cache keyed
+    # by the exact bytes cannot hand one credential another's key. Failures are not cached.
+    return ed25519_public_key_from_cose(cose_key)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the verifier needs from its storage. Implementations raise only ``VerifierError``."""
+
+    def insert_challenge(self, value: bytes, user: str, purpose: str, expires_at: float) -> None:
+        """Remember a freshly issued challenge (unused)."""
+        ...
+
+    def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
+        """Atomically mark ``value`` used.
+
+        Returns ``(user, purpose, expires_at, was_already_used)``, or ``None`` if unknown.
+        """
+        ...
+
+    def purge_expired_challenges(self, now: float) -> int:
+        """Delete challenges that expired before ``now``; returns how many went."""
+        ...
+
+    def add_credential(self, rec: CredentialRecord) -> None:
+        """Store a new credential; ``VerifierError(CREDENTIAL_EXISTS)`` if the id is taken."""
+        ...
+
+    def get_credential(self, credential_id: bytes) -> CredentialRecord | None: ...
+
+    def update_sign_count(self, credential_id: bytes, old: int, new: int) -> bool:
+        """Set the counter to ``new`` only if it is still ``old``; ``False`` if it was not."""
+        ...
+
+    def credentials_for_user(self, user: str) -> list[CredentialRecord]: ...
+
+    def get_revocation_state(self) -> tuple[int, bytes] | None:
+        """``(highest serial seen, list bytes in force)``, or ``None`` before the first list."""
+        ...
+
+    def set_revocation_state(self, serial: int, data: bytes) -> None:
+        """Install a list. Refuses (``REVOCATION_LIST_ROLLBACK``) a lower serial than stored,
+        or the same serial with different bytes, atomically against concurrent installers."""
+        ...
+
+    def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
+        """Append an audit event. Never pass images, templates, embeddings or scores."""
+        ...
+
+
+def storage_error(exc: BaseException) -> VerifierError:
+    return VerifierError(Reason.STORAGE, f"{type(exc).__name__}: {exc}")
+
+
+def check_durability(durability: object) -> Durability:
+    if not isinstance(durability, str) or durability not in DURABILITIES:
+        raise VerifierError(Reason.MALFORMED, "durability must be 'full' or 'normal'")
+    return "full" if durability == "full" else "normal"
+
+
+def check_int(name: str, value: object) -> int:
+    if type(value) is not int or not 0 <= value <= INT_MAX:
+        raise VerifierError(Reason.MALFORMED, f"{name} must be an integer in [0, 2**63)")
+    return value
+
+
+def check_bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise VerifierError(Reason.MALFORMED, f"{name} must be bytes")
+    return bytes(value)
+
+
+def check_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise VerifierError(Reason.MALFORMED, f"{name} must be a str")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: no database can store them
+        raise VerifierError(Reason.MALFORMED, f"{name} is not valid Unicode text") from exc
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL; refuse it on every backend alike
+        raise VerifierError(Reason.MALFORMED, f"{name} contains a NUL character")
+    return value
+
+
+def check_time(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise VerifierError(Reason.MALFORMED, f"{name} must be a number")
+    result = float(value)
+    if result != result or result in (float("inf"), float("-inf")):
+        raise VerifierError(Reason.MALFORMED, f"{name} must be finite")
+    return result
+
+
+def check_record(rec: object) -> tuple[Any, ...]:
+    """The checked column values of ``rec``, in ``CREDENTIAL_COLUMNS`` order."""
+    if not isinstance(rec, CredentialRecord):
+        raise VerifierError(Reason.MALFORMED, "rec must be a CredentialRecord")
+    return (
+        check_bytes("credential_id", rec.credential_id),
+        check_str("user", rec.user),
+        check_bytes("user_handle", rec.user_handle),
+        check_str("rp_id", rec.rp_id),
+        check_bytes("public_key", rec.public_key),
+        check_int("sign_count", rec.sign_count),
+        None if rec.device_id is None else check_bytes("device_id", rec.device_id),
+        check_time("created_at", rec.created_at),
+    )
+
+
+def record_from_row(row: tuple[Any, ...]) -> CredentialRecord:
+    return CredentialRecord(
+        credential_id=bytes(row[0]),
+        user=str(row[1]),
+        user_handle=bytes(row[2]),
+        rp_id=str(row[3]),
+        public_key=bytes(row[4]),
+        sign_count=int(row[5]),
+        device_id=None if row[6] is None else bytes(row[6]),
+        created_at=float(row[7]),
+    )
+
+
+def audit_text(event: str, fields: dict[str, Any]) -> tuple[str, str]:
+    """``(event, fields as JSON)`` after the checks every backend applies to an audit row."""
+    event = check_str("event", event)
+    for key, value in fields.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise VerifierError(
+                Reason.MALFORMED, f"audit field {key!r} must be str, int, float, bool or None"
+            )
+    try:
+        text = json.dumps(fields, sort_keys=True, allow_nan=False)
+    except ValueError as exc:
+        raise VerifierError(Reason.MALFORMED, "audit fields must be finite") from exc
+    return event, text
+
+
+def audit_rows(rows: list[tuple[Any, ...]]) -> list[tuple[float, str, dict[str, Any]]]:
+    """Decode ``(time, event, fields JSON)`` rows, newest first, into oldest-first events."""
+    out: list[tuple[float, str, dict[str, Any]]] = []
+    for t, event, text in reversed(rows):
+        try:
+            fields = json.loads(text)
+        except ValueError as exc:
+            raise VerifierError(Reason.STORAGE, "corrupt audit record") from exc
+        out.append((float(t), str(event), fields if isinstance(fields, dict) else {}))
+    return out
