@@ -38,3 +38,39 @@ def pipeline():
     from devicebio.vision.pipeline import FacePipeline
 
     return FacePipeline()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL cluster for the whole run (see tests/helpers/postgres.py).
+
+    Skips only when no PostgreSQL binaries (or no psycopg) are installed, and fails instead
+    under DEVICEBIO_REQUIRE_POSTGRES=1, as CI runs: there the PostgreSQL tests cannot
+    silently not run. A server that is installed but does not start is always a failure.
+    """
+    from helpers.postgres import REQUIRE_ENV, PostgresServer, find_bindir, required
+
+    missing = None
+    bindir = find_bindir()
+    if bindir is None:
+        missing = (
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH, in"
+            " /usr/local/bin or /usr/lib/postgresql/*/bin: install Debian's postgresql"
+        )
+    else:
+        try:
+            import psycopg  # noqa: F401
+            import psycopg_pool  # noqa: F401
+        except ImportError:
+            missing = "psycopg / psycopg-pool not installed (the [postgres] extra)"
+    if missing is not None:
+        if required():
+            pytest.fail(f"{REQUIRE_ENV} is set but PostgreSQL cannot run: {missing}")
+        pytest.skip(f"PostgreSQL tests skipped: {missing}")
+    assert bindir is not None
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()

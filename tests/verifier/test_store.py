@@ -6,12 +6,16 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devicebio.errors import DeviceBioError
 from verifier.errors import Reason, VerifierError
-from verifier.store import SCHEMA_VERSION, CredentialRecord, SQLiteStore, Store
+from verifier.store import SCHEMA_VERSION, CredentialRecord, SQLiteStore, Store, open_store
+
+# Every test taking ``backend`` runs against a SQLite file and a real PostgreSQL server (see
+# tests/verifier/conftest.py); ``backend.open()`` is one more verifier process's store.
 
 
 def _cred(cid: bytes = b"cred-1", user: str = "alice", count: int = 0) -> CredentialRecord:
@@ -27,20 +31,29 @@ def _cred(cid: bytes = b"cred-1", user: str = "alice", count: int = 0) -> Creden
     )
 
 
-def test_sqlite_store_satisfies_protocol() -> None:
-    assert isinstance(SQLiteStore(), Store)
+def _admin(backend: Any) -> Any:
+    """A raw connection to the backend's database, bypassing the store (test only)."""
+    if backend.name == "sqlite":
+        return sqlite3.connect(backend.url.removeprefix("sqlite:///"), isolation_level=None)
+    import psycopg
+
+    return psycopg.connect(backend.url, autocommit=True)
 
 
-def test_challenge_used_once() -> None:
-    s = SQLiteStore()
+def test_store_satisfies_protocol(backend) -> None:
+    assert isinstance(backend.open(), Store)
+
+
+def test_challenge_used_once(backend) -> None:
+    s = backend.open()
     s.insert_challenge(b"c" * 32, "alice", "register", 123.0)
     assert s.use_challenge(b"c" * 32) == ("alice", "register", 123.0, False)
     assert s.use_challenge(b"c" * 32) == ("alice", "register", 123.0, True)
     assert s.use_challenge(b"x" * 32) is None
 
 
-def test_duplicate_challenge_value_refused() -> None:
-    s = SQLiteStore()
+def test_duplicate_challenge_value_refused(backend) -> None:
+    s = backend.open()
     s.insert_challenge(b"c" * 32, "alice", "register", 1.0)
     with pytest.raises(VerifierError) as e:
         s.insert_challenge(b"c" * 32, "bob", "register", 1.0)
@@ -48,8 +61,8 @@ def test_duplicate_challenge_value_refused() -> None:
     assert s.use_challenge(b"c" * 32) == ("alice", "register", 1.0, False)
 
 
-def test_purge_expired_challenges() -> None:
-    s = SQLiteStore()
+def test_purge_expired_challenges(backend) -> None:
+    s = backend.open()
     s.insert_challenge(b"a" * 32, "u", "register", 10.0)
     s.insert_challenge(b"b" * 32, "u", "register", 20.0)
     assert s.purge_expired_challenges(15.0) == 1
@@ -57,8 +70,8 @@ def test_purge_expired_challenges() -> None:
     assert s.use_challenge(b"b" * 32) is not None
 
 
-def test_credentials_roundtrip_and_duplicate() -> None:
-    s = SQLiteStore()
+def test_credentials_roundtrip_and_duplicate(backend) -> None:
+    s = backend.open()
     rec = _cred()
     s.add_credential(rec)
     assert s.get_credential(rec.credential_id) == rec
@@ -66,58 +79,91 @@ def test_credentials_roundtrip_and_duplicate() -> None:
     with pytest.raises(VerifierError) as e:
         s.add_credential(_cred(user="mallory"))
     assert e.value.reason is Reason.CREDENTIAL_EXISTS
+    assert s.get_credential(rec.credential_id) == rec
     s.add_credential(_cred(b"cred-2"))
     s.add_credential(_cred(b"cred-3", user="bob"))
-    assert [r.credential_id for r in s.credentials_for_user("alice")] == [b"cred-1", b"cred-2"]
+    # Ordered by creation time, then by id bytes (b"\xff" sorts after b"c" on both).
+    s.add_credential(dataclasses.replace(_cred(b"\xff"), created_at=1000.0))
+    s.add_credential(dataclasses.replace(_cred(b"\x00"), created_at=1001.0))
+    assert [r.credential_id for r in s.credentials_for_user("alice")] == [
+        b"cred-1",
+        b"cred-2",
+        b"\xff",
+        b"\x00",
+    ]
     assert s.credentials_for_user("carol") == []
 
 
-def test_credential_without_device_id() -> None:
-    s = SQLiteStore()
+def test_credential_without_device_id(backend) -> None:
+    s = backend.open()
     rec = CredentialRecord(b"c", "u", b"h", "rp", b"k", 0, None, 1.0)
     s.add_credential(rec)
     assert s.get_credential(b"c") == rec
 
 
-def test_sign_count_compare_and_set() -> None:
-    s = SQLiteStore()
+def test_credential_values_survive_exactly(backend) -> None:
+    s = backend.open()
+    rec = CredentialRecord(
+        credential_id=bytes(range(256)),
+        user="zoë 🙂 \u202e",
+        user_handle=b"\x00" * 64,
+        rp_id="exämple.com",
+        public_key=bytes(range(255, -1, -1)),
+        sign_count=2**63 - 1,
+        device_id=b"",
+        created_at=1.7e9 + 0.123456,
+    )
+    s.add_credential(rec)
+    assert s.get_credential(rec.credential_id) == rec
+    assert s.credentials_for_user(rec.user) == [rec]
+
+
+def test_sign_count_compare_and_set(backend) -> None:
+    s = backend.open()
     s.add_credential(_cred(count=5))
     assert s.update_sign_count(b"cred-1", 5, 6)
     assert not s.update_sign_count(b"cred-1", 5, 7)  # stale "old": someone got there first
-    assert s.get_credential(b"cred-1").sign_count == 6  # type: ignore[union-attr]
+    assert s.get_credential(b"cred-1").sign_count == 6
     assert not s.update_sign_count(b"unknown", 0, 1)
 
 
-def test_sign_count_out_of_range_is_typed() -> None:
-    s = SQLiteStore()
+def test_sign_count_out_of_range_is_typed(backend) -> None:
+    s = backend.open()
     s.add_credential(_cred())
     for bad in (-1, 2**63, True):
         with pytest.raises(VerifierError) as e:
-            s.update_sign_count(b"cred-1", 0, bad)  # type: ignore[arg-type]
+            s.update_sign_count(b"cred-1", 0, bad)
         assert e.value.reason is Reason.MALFORMED
 
 
-def test_bad_argument_types_are_typed() -> None:
-    s = SQLiteStore()
-    with pytest.raises(VerifierError):
-        s.insert_challenge("not bytes", "u", "p", 1.0)  # type: ignore[arg-type]
-    with pytest.raises(VerifierError):
-        s.insert_challenge(b"x" * 16, "\ud800", "p", 1.0)
-    with pytest.raises(VerifierError):
-        s.insert_challenge(b"x" * 16, "u", "p", float("nan"))
-    with pytest.raises(VerifierError):
-        s.audit("e", blob=b"bytes")  # type: ignore[arg-type]
-    with pytest.raises(VerifierError):
-        s.audit("e", x=float("inf"))
+def test_bad_argument_types_are_typed(backend) -> None:
+    s = backend.open()
+    for call in (
+        lambda: s.insert_challenge("not bytes", "u", "p", 1.0),
+        lambda: s.insert_challenge(b"x" * 16, "\ud800", "p", 1.0),
+        lambda: s.insert_challenge(b"x" * 16, "u\x00", "p", 1.0),
+        lambda: s.insert_challenge(b"x" * 16, "u", "p", float("nan")),
+        lambda: s.add_credential(dataclasses.replace(_cred(), rp_id="a\x00b")),
+        lambda: s.add_credential(("not", "a", "record")),
+        lambda: s.audit("e", blob=b"bytes"),
+        lambda: s.audit("e", x=float("inf")),
+        lambda: s.audit("e\x00"),
+        lambda: s.purge_audit("yesterday"),
+        lambda: s.audit_events(-1),
+    ):
+        with pytest.raises(VerifierError) as e:
+            call()
+        assert e.value.reason is Reason.MALFORMED
+    assert s.use_challenge(b"x" * 16) is None  # nothing half-written
 
 
-def test_revocation_state_monotonic() -> None:
-    s = SQLiteStore()
+def test_revocation_state_monotonic(backend) -> None:
+    s = backend.open()
     assert s.get_revocation_state() is None
     s.set_revocation_state(3, b"three")
     assert s.get_revocation_state() == (3, b"three")
     s.set_revocation_state(3, b"three")  # idempotent
-    for serial, data in ((2, b"two"), (3, b"other")):
+    for serial, data in ((2, b"two"), (3, b"other"), (0, b"three")):
         with pytest.raises(VerifierError) as e:
             s.set_revocation_state(serial, data)
         assert e.value.reason is Reason.REVOCATION_LIST_ROLLBACK
@@ -125,52 +171,144 @@ def test_revocation_state_monotonic() -> None:
     assert s.get_revocation_state() == (4, b"four")
 
 
-def test_audit_records_fields() -> None:
-    s = SQLiteStore()
-    s.audit("registered", user="alice", count=1, ok=True, note=None)
+def test_audit_records_fields(backend) -> None:
+    s = backend.open()
+    s.audit("registered", user="alice", count=1, ok=True, note=None, ratio=0.5)
     events = s.audit_events()
     assert len(events) == 1
     _, event, fields = events[0]
     assert event == "registered"
-    assert fields == {"user": "alice", "count": 1, "ok": True, "note": None}
+    assert fields == {"user": "alice", "count": 1, "ok": True, "note": None, "ratio": 0.5}
 
 
-def test_file_store_persists_and_uses_wal(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    with SQLiteStore(db) as s:
+def test_audit_events_newest_limit_oldest_first(backend) -> None:
+    s = backend.open()
+    for i in range(5):
+        s.audit(f"e{i}", i=i)
+    assert [e[1] for e in s.audit_events(3)] == ["e2", "e3", "e4"]
+    assert s.audit_events(0) == []
+
+
+def test_audit_retention_purges_only_older_events(backend) -> None:
+    s = backend.open()
+    s.audit("old")
+    s.audit("new")
+    (t_old, _, _), (t_new, _, _) = s.audit_events()
+    assert s.purge_audit(t_old) == 0  # strictly before
+    # Events carry the writer's clock; make the two distinct to cut between them.
+    with _admin(backend) as conn:
+        conn.execute("UPDATE audit SET time = time - 100 WHERE event = 'old'")
+    assert s.purge_audit(t_new - 50) == 1
+    assert [e[1] for e in s.audit_events()] == ["new"]
+    assert s.purge_audit(t_new + 1) == 1
+    assert s.audit_events() == []
+
+
+def test_store_persists_across_reopen(backend) -> None:
+    with backend.open() as s:
         s.add_credential(_cred())
-    with SQLiteStore(db) as s:
+        s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
+        s.use_challenge(b"c" * 32)
+        s.set_revocation_state(2, b"two")
+        s.audit("registered")
+    with backend.open() as s:
         assert s.get_credential(b"cred-1") == _cred()
+        assert s.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, True)
+        assert s.get_revocation_state() == (2, b"two")
+        assert [e[1] for e in s.audit_events()] == ["registered"]
+        assert s.schema_version == SCHEMA_VERSION
+
+
+def test_sqlite_file_uses_wal_and_user_version(tmp_path: Path) -> None:
+    db = tmp_path / "v.db"
+    SQLiteStore(db).close()
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
-def test_schema_version_mismatch_refused(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    SQLiteStore(db).close()
-    conn = sqlite3.connect(db)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.commit()
-    conn.close()
+def _set_schema_version(backend: Any, version: int) -> None:
+    with _admin(backend) as conn:
+        if backend.name == "sqlite":
+            conn.execute(f"PRAGMA user_version = {version}")
+        else:
+            conn.execute("UPDATE verifier_schema SET version = %s", (version,))
+
+
+def test_newer_schema_version_refused(backend) -> None:
+    backend.open().close()
+    _set_schema_version(backend, SCHEMA_VERSION + 1)
     with pytest.raises(VerifierError) as e:
-        SQLiteStore(db)
+        backend.open()
     assert e.value.reason is Reason.STORAGE
 
 
-def test_foreign_database_refused(tmp_path: Path) -> None:
-    db = tmp_path / "other.db"
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
+def _make_v1_database(backend: Any) -> None:
+    """A database exactly as a version-1 verifier left it, with some state in it."""
+    if backend.name == "sqlite":
+        from verifier.store.sqlite import _MIGRATIONS
+    else:
+        from verifier.store.postgres import _MIGRATIONS
+    with _admin(backend) as conn:
+        if backend.name == "postgres":
+            conn.execute("CREATE TABLE verifier_schema (id integer PRIMARY KEY, version integer)")
+            conn.execute("INSERT INTO verifier_schema VALUES (1, 1)")
+        for statement in _MIGRATIONS[1]:
+            conn.execute(statement)
+        if backend.name == "sqlite":
+            conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO audit (time, event, fields) VALUES (5.0, 'kept', '{}')")
+
+
+def test_version_1_database_migrates_forward(backend) -> None:
+    _make_v1_database(backend)
+    with backend.open() as s:
+        assert s.schema_version == SCHEMA_VERSION == 2
+        assert [e[1] for e in s.audit_events()] == ["kept"]
+        s.audit("after")
+    with _admin(backend) as conn:
+        if backend.name == "sqlite":
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master").fetchall()]
+        else:
+            names = [r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()]
+        assert "audit_time" in names
+    # Opening again is a no-op (already at the current version).
+    with backend.open() as s:
+        assert [e[1] for e in s.audit_events()] == ["kept", "after"]
+
+
+def test_concurrent_opens_of_a_new_database_create_it_once(backend) -> None:
+    stores: list[Any] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def opener() -> None:
+        barrier.wait()
+        try:
+            stores.append(backend.open())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(stores) == 4
+    stores[0].audit("one")
+    assert [e[1] for e in stores[3].audit_events()] == ["one"]
+
+
+def test_foreign_database_refused(backend) -> None:
+    with _admin(backend) as conn:
+        conn.execute("CREATE TABLE t (x integer)")
     with pytest.raises(VerifierError) as e:
-        SQLiteStore(db)
+        backend.open()
     assert e.value.reason is Reason.STORAGE
 
 
-def test_not_a_database_is_storage_error(tmp_path: Path) -> None:
+def test_sqlite_not_a_database_is_storage_error(tmp_path: Path) -> None:
     db = tmp_path / "junk.db"
     db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(VerifierError) as e:
@@ -178,15 +316,100 @@ def test_not_a_database_is_storage_error(tmp_path: Path) -> None:
     assert e.value.reason is Reason.STORAGE
 
 
-def test_unopenable_path_is_storage_error(tmp_path: Path) -> None:
+def test_sqlite_unopenable_path_is_storage_error(tmp_path: Path) -> None:
     with pytest.raises(VerifierError) as e:
         SQLiteStore(tmp_path / "missing-dir" / "v.db")
     assert e.value.reason is Reason.STORAGE
 
 
-def test_two_connections_race_for_one_challenge(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    stores = [SQLiteStore(db) for _ in range(4)]
+def test_postgres_unreachable_server_is_storage_error(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(VerifierError) as e:
+        open_store(f"postgresql://nobody@/postgres?host={tmp_path}", timeout=2)
+    assert e.value.reason is Reason.STORAGE
+
+
+def test_postgres_missing_database_is_storage_error(pg_backend) -> None:
+    url = pg_backend.server.url("no_such_database")
+    with pytest.raises(VerifierError) as e:
+        open_store(url, timeout=2)
+    assert e.value.reason is Reason.STORAGE
+    assert "no_such_database" in str(e.value)  # the server's own reason, first line only
+
+
+@pytest.mark.parametrize("url", ["postgresql://host/db?sslmode=nonsense=", "postgresql://[::1"])
+def test_postgres_bad_url_is_malformed_or_storage(url: str) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(VerifierError) as e:
+        open_store(url, timeout=2)
+    assert e.value.reason in (Reason.MALFORMED, Reason.STORAGE)
+
+
+def test_postgres_fsync_off_server_refused_for_full_durability(pg_backend) -> None:
+    with _admin(pg_backend) as conn:
+        conn.execute("ALTER SYSTEM SET fsync = off")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        _wait_for_setting(pg_backend, "fsync", "off")
+        with pytest.raises(VerifierError) as e:
+            pg_backend.open()
+        assert e.value.reason is Reason.STORAGE
+        assert "fsync" in str(e.value)
+        pg_backend.open(durability="normal").close()  # said so: commits are not flushed
+    finally:
+        with _admin(pg_backend) as conn:
+            conn.execute("ALTER SYSTEM RESET fsync")
+            conn.execute("SELECT pg_reload_conf()")
+        _wait_for_setting(pg_backend, "fsync", "on")
+
+
+def _wait_for_setting(backend: Any, name: str, value: str) -> None:
+    # pg_reload_conf() signals the postmaster; new sessions see the value once it re-read
+    # the file. Bounded: 200 polls of a fresh session.
+    for _ in range(200):
+        with _admin(backend) as conn:
+            if conn.execute(f"SHOW {name}").fetchone()[0] == value:
+                return
+    raise AssertionError(f"{name} never became {value}")
+
+
+# -- open_store ---------------------------------------------------------------------------
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in (":memory:", "sqlite://"):
+        with open_store(url) as s:
+            assert isinstance(s, SQLiteStore) and s._path == ":memory:"
+    with open_store("sqlite:///rel.db") as s:
+        assert s._path == "rel.db"
+    with open_store(f"sqlite:///{tmp_path}/abs.db") as s:
+        assert s._path == f"{tmp_path}/abs.db"
+    with open_store("plain.db", durability="normal") as s:
+        assert s._path == "plain.db" and s.durability == "normal"
+    with open_store(tmp_path / "p.db") as s:
+        assert s._path == str(tmp_path / "p.db")
+    assert {p.name for p in tmp_path.iterdir()} >= {"rel.db", "abs.db", "plain.db", "p.db"}
+    for bad in ("mysql://host/db", "sqlite:/x.db", "sqlite:///", "", None):
+        with pytest.raises(VerifierError) as e:
+            open_store(bad)
+        assert e.value.reason is Reason.MALFORMED, bad
+
+
+def test_open_store_picks_postgres(pg_backend) -> None:
+    from verifier.store import PostgresStore
+
+    with open_store(pg_backend.url) as s:
+        assert isinstance(s, PostgresStore)
+    with open_store(pg_backend.url.replace("postgresql://", "postgres://", 1)) as s:
+        assert isinstance(s, PostgresStore)
+
+
+# -- races: several verifier processes on one database ------------------------------------
+
+
+def test_connections_race_for_one_challenge(backend) -> None:
+    stores = [backend.open() for _ in range(4)]
     values = [bytes([i]) * 32 for i in range(1, 21)]
     for v in values:
         stores[0].insert_challenge(v, "alice", "authenticate", 1e12)
@@ -209,44 +432,89 @@ def test_two_connections_race_for_one_challenge(tmp_path: Path) -> None:
         assert sum(r[n] for r in results) == 1, "exactly one connection may win each challenge"
 
 
-def _redeem_all(args: tuple[str, list[bytes]]) -> list[bool]:
-    db, values = args
-    with SQLiteStore(db) as s:
-        out = []
-        for v in values:
-            got = s.use_challenge(v)
-            out.append(got is not None and not got[3])
-        return out
+_RACE_ROUNDS = 200
 
 
-def test_processes_race_for_challenges(tmp_path: Path) -> None:
-    db = str(tmp_path / "v.db")
-    values = [i.to_bytes(2, "big") * 16 for i in range(40)]
-    with SQLiteStore(db) as s:
-        for v in values:
-            s.insert_challenge(v, "alice", "authenticate", 1e12)
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(3) as pool:
-        wins = pool.map(_redeem_all, [(db, values)] * 3)
-    for n in range(len(values)):
-        assert sum(w[n] for w in wins) == 1
+def _race_challenges(url: str, barrier: Any, out: Any) -> None:
+    """One verifier process: redeem every challenge in lockstep with its rival."""
+    with open_store(url) as s:
+        wins = []
+        for i in range(_RACE_ROUNDS):
+            barrier.wait()
+            got = s.use_challenge(i.to_bytes(4, "big") * 8)
+            wins.append(got is not None and not got[3])
+        out.put(wins)
 
 
-def test_counter_cas_race(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    a, b = SQLiteStore(db), SQLiteStore(db)
+def _race_counter(url: str, me: int, barrier: Any, out: Any) -> None:
+    """One verifier process verifying assertions from a cloned key: in each round both
+    processes redeem their own challenge and try to move the counter from i to i + 1, in one
+    transaction, as verify_assertion does."""
+    with open_store(url) as s:
+        wins = []
+        for i in range(_RACE_ROUNDS):
+            barrier.wait()
+            with s.atomic():
+                got = s.use_challenge(bytes([me]) + i.to_bytes(4, "big") * 7 + b"\0\0\0")
+                assert got is not None and not got[3]
+                won = s.update_sign_count(b"cred-1", i, i + 1)
+                s.audit("assertion_verified" if won else "assertion_refused", round=i)
+            wins.append(won)
+        out.put(wins)
+
+
+def _run_rivals(target: Any, args: list[tuple[Any, ...]]) -> list[list[bool]]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(len(args))
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, out)) for a in args]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return results
+
+
+def test_processes_race_for_each_challenge(backend) -> None:
+    with backend.open() as s:
+        for i in range(_RACE_ROUNDS):
+            s.insert_challenge(i.to_bytes(4, "big") * 8, "alice", "authenticate", 1e12)
+    a, b = _run_rivals(_race_challenges, [(backend.url,), (backend.url,)])
+    assert len(a) == len(b) == _RACE_ROUNDS
+    assert all(x != y for x, y in zip(a, b, strict=True)), "exactly one process wins each"
+
+
+def test_processes_race_for_each_counter_value(backend) -> None:
+    with backend.open() as s:
+        s.add_credential(_cred(count=0))
+        for me in (1, 2):
+            for i in range(_RACE_ROUNDS):
+                value = bytes([me]) + i.to_bytes(4, "big") * 7 + b"\0\0\0"
+                s.insert_challenge(value, "alice", "authenticate", 1e12)
+    a, b = _run_rivals(_race_counter, [(backend.url, 1), (backend.url, 2)])
+    assert all(x != y for x, y in zip(a, b, strict=True)), "exactly one process moves each"
+    with backend.open() as s:
+        assert s.get_credential(b"cred-1").sign_count == _RACE_ROUNDS
+        events = [e[1] for e in s.audit_events(10 * _RACE_ROUNDS)]
+        assert events.count("assertion_verified") == events.count("assertion_refused")
+        assert len(events) == 2 * _RACE_ROUNDS
+
+
+def test_counter_cas_race(backend) -> None:
+    a, b = backend.open(), backend.open()
     a.add_credential(_cred(count=10))
     # Both read 10 and try to move on: only one may succeed.
     assert [a.update_sign_count(b"cred-1", 10, 11), b.update_sign_count(b"cred-1", 10, 12)] == [
         True,
         False,
     ]
-    assert b.get_credential(b"cred-1").sign_count == 11  # type: ignore[union-attr]
+    assert b.get_credential(b"cred-1").sign_count == 11
 
 
-def test_revocation_install_race_keeps_highest(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    a, b = SQLiteStore(db), SQLiteStore(db)
+def test_revocation_install_race_keeps_highest(backend) -> None:
+    a, b = backend.open(), backend.open()
     # Both installers saw "no list yet"; A installs serial 5 first, then B's serial 3 must
     # not overwrite it even though B's own pre-check passed.
     assert a.get_revocation_state() is None and b.get_revocation_state() is None
@@ -257,12 +525,53 @@ def test_revocation_install_race_keeps_highest(tmp_path: Path) -> None:
     assert b.get_revocation_state() == (5, b"five")
 
 
+def test_revocation_installers_racing_threads_keep_the_highest(backend) -> None:
+    stores = [backend.open() for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    outcomes: list[object] = [None] * len(stores)
+
+    def install(i: int) -> None:
+        barrier.wait()
+        try:
+            stores[i].set_revocation_state(i + 1, b"list %d" % (i + 1))
+            outcomes[i] = True
+        except VerifierError as exc:
+            outcomes[i] = exc.reason
+
+    threads = [threading.Thread(target=install, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(outcomes) <= {True, Reason.REVOCATION_LIST_ROLLBACK}
+    assert outcomes[-1] is True  # the highest serial can never be refused
+    assert stores[0].get_revocation_state() == (6, b"list 6")
+
+
 # -- atomic(): one write transaction per verification ------------------------------------
 
 
-def _commits(store: SQLiteStore) -> list[int]:
-    """Count the durable commits ``store`` makes from now on: COMMITs, plus writes outside
-    any BEGIN (each its own autocommit). Reads the store's private connection: test only."""
+def _commits(backend: Any, store: Any) -> Any:
+    """A function returning how many durable commits ``store``'s database made since this
+    call. SQLite: COMMITs plus writes outside any BEGIN, traced on the store's private
+    connection. PostgreSQL: transaction ids assigned (one per writing transaction; the
+    test cluster runs nothing else, autovacuum is off). Test only."""
+    if backend.name == "postgres":
+        import psycopg
+
+        admin = psycopg.connect(backend.url, autocommit=True)
+        backend.opened.append(admin)
+
+        def next_xid() -> int:
+            return int(
+                admin.execute(
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+                ).fetchone()[0]
+            )
+
+        start = next_xid()
+        return lambda: next_xid() - start
+
     state = {"in_txn": False}
     count = [0]
 
@@ -280,10 +589,10 @@ def _commits(store: SQLiteStore) -> list[int]:
             count[0] += 1
 
     store._conn.set_trace_callback(trace)
-    return count
+    return lambda: count[0]
 
 
-def _verification_writes(s: SQLiteStore, challenge: bytes) -> None:
+def _verification_writes(s: Any, challenge: bytes) -> None:
     """What verify_assertion writes: burn the challenge, raise the counter, audit."""
     assert s.use_challenge(challenge) is not None
     assert s.get_credential(b"cred-1") is not None
@@ -291,86 +600,90 @@ def _verification_writes(s: SQLiteStore, challenge: bytes) -> None:
     s.audit("assertion_verified", credential_id="cred-1")
 
 
-def test_atomic_makes_one_commit_instead_of_three(tmp_path: Path) -> None:
-    with SQLiteStore(tmp_path / "v.db") as s:
+def test_atomic_makes_one_commit_instead_of_three(backend) -> None:
+    with backend.open() as s:
         s.add_credential(_cred())
         s.insert_challenge(b"a" * 32, "alice", "authenticate", 1e12)
         s.insert_challenge(b"b" * 32, "alice", "authenticate", 1e12)
-        commits = _commits(s)
+        commits = _commits(backend, s)
         _verification_writes(s, b"a" * 32)
-        assert commits[0] == 3
+        assert commits() == 3
         s.update_sign_count(b"cred-1", 1, 0)
-        commits[0] = 0
+        commits = _commits(backend, s)
         with s.atomic():
             _verification_writes(s, b"b" * 32)
-        assert commits[0] == 1
+        assert commits() == 1
 
 
-def test_atomic_writes_are_invisible_until_the_block_ends(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    with SQLiteStore(db) as s, SQLiteStore(db) as other:
+def test_atomic_writes_are_invisible_until_the_block_ends(backend) -> None:
+    with backend.open() as s, backend.open() as other:
         s.add_credential(_cred())
         s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
         with s.atomic():
             _verification_writes(s, b"c" * 32)
             # Another process sees the state before the block: nothing was committed yet.
-            assert other.get_credential(b"cred-1").sign_count == 0  # type: ignore[union-attr]
+            assert other.get_credential(b"cred-1").sign_count == 0
             assert other.audit_events() == []
-        assert other.get_credential(b"cred-1").sign_count == 1  # type: ignore[union-attr]
+        assert other.get_credential(b"cred-1").sign_count == 1
         assert other.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, True)
         assert [e[1] for e in other.audit_events()] == ["assertion_verified"]
 
 
 @pytest.mark.parametrize("error", [VerifierError(Reason.BAD_SIGNATURE, "x"), RuntimeError("bug")])
-def test_atomic_keeps_the_burned_challenge_when_the_block_raises(
-    tmp_path: Path, error: Exception
-) -> None:
-    db = tmp_path / "v.db"
-    with SQLiteStore(db) as s:
+def test_atomic_keeps_the_burned_challenge_when_the_block_raises(backend, error: Exception) -> None:
+    with backend.open() as s:
         s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
         with pytest.raises(type(error)), s.atomic():
             assert s.use_challenge(b"c" * 32) is not None
             s.audit("assertion_refused", reason="bad_signature")
             raise error
     # A refusal (or a bug) after the burn must not hand the challenge back.
-    with SQLiteStore(db) as again:
+    with backend.open() as again:
         assert again.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, True)
         assert [e[1] for e in again.audit_events()] == ["assertion_refused"]
 
 
-def test_atomic_nested_blocks_join_the_outer_transaction(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    with SQLiteStore(db) as s, SQLiteStore(db) as other:
-        commits = _commits(s)
+def test_atomic_nested_blocks_join_the_outer_transaction(backend) -> None:
+    with backend.open() as s, backend.open() as other:
+        commits = _commits(backend, s)
         with s.atomic():
             s.audit("one")
             with s.atomic():
                 s.audit("two")
             assert other.audit_events() == []
-        assert commits[0] == 1
+        assert commits() == 1
         assert [e[1] for e in other.audit_events()] == ["one", "two"]
 
 
-def test_failed_call_inside_atomic_undoes_only_itself(tmp_path: Path) -> None:
-    with SQLiteStore(tmp_path / "v.db") as s:
+def test_failed_call_inside_atomic_undoes_only_itself(backend) -> None:
+    with backend.open() as s:
         s.set_revocation_state(5, b"five")
+        s.add_credential(_cred())
+        s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
         with s.atomic():
             s.audit("before")
             with pytest.raises(VerifierError) as e:
                 s.set_revocation_state(3, b"three")
             assert e.value.reason is Reason.REVOCATION_LIST_ROLLBACK
+            with pytest.raises(VerifierError) as e:
+                s.add_credential(_cred())
+            assert e.value.reason is Reason.CREDENTIAL_EXISTS
+            with pytest.raises(VerifierError) as e:
+                s.insert_challenge(b"c" * 32, "bob", "authenticate", 1.0)
+            assert e.value.reason is Reason.STORAGE
             s.audit("after")
         assert s.get_revocation_state() == (5, b"five")
         assert [ev[1] for ev in s.audit_events()] == ["before", "after"]
+        assert s.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, False)
 
 
-def test_atomic_holds_the_write_lock_against_other_connections(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    with SQLiteStore(db) as s, SQLiteStore(db, timeout=0.2) as other:
+def test_atomic_holds_the_challenge_against_other_connections(backend) -> None:
+    with backend.open() as s, backend.open(timeout=0.2) as other:
         s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
         with s.atomic():
             assert s.use_challenge(b"c" * 32) is not None
-            # A racing verifier cannot redeem (or even wait its turn) until we commit.
+            # A racing verifier cannot redeem (or even wait its turn) until we commit:
+            # SQLite's write lock, PostgreSQL's row lock; past its timeout it fails closed.
             with pytest.raises(VerifierError) as e:
                 other.use_challenge(b"c" * 32)
             assert e.value.reason is Reason.STORAGE
@@ -398,33 +711,113 @@ def test_atomic_serialises_threads_sharing_one_store() -> None:
     assert seen == [("alice", "authenticate", 1e12, True)]
 
 
+def test_postgres_threads_sharing_one_store_wait_on_the_redeemed_row(pg_backend) -> None:
+    # PostgreSQL locks rows, not the database: another thread of the same store uses its
+    # own pooled connection, is not joined into this thread's block, and waits on the
+    # challenge row this block redeemed until the block commits.
+    s = pg_backend.open()
+    s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
+    seen: list[object] = []
+    with s.atomic():
+        assert s.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, False)
+        t = threading.Thread(target=lambda: seen.append(s.use_challenge(b"c" * 32)))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and seen == []
+    t.join()
+    assert seen == [("alice", "authenticate", 1e12, True)]
+
+
+def test_postgres_failed_statement_aborts_the_block_and_says_so(pg_backend) -> None:
+    s = pg_backend.open()
+    s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
+    with pytest.raises(VerifierError) as e, s.atomic():
+        assert s.use_challenge(b"c" * 32) is not None
+        with s._conn() as conn:  # a statement the server refuses, as a fault would be
+            conn.execute("SELECT 1 / 0")
+    assert e.value.reason is Reason.STORAGE
+    # The block's writes were rolled back with it, and the caller was told (never "ok").
+    assert s.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, False)
+    with pytest.raises(VerifierError) as e, s.atomic():
+        with pytest.raises(VerifierError), s._conn() as conn:
+            conn.execute("SELECT 1 / 0")
+        with pytest.raises(VerifierError) as later:
+            s.audit("after the fault")
+        assert later.value.reason is Reason.STORAGE
+    assert e.value.reason is Reason.STORAGE
+    assert s.audit_events() == []
+
+
+def test_postgres_server_restart_fails_closed_then_recovers(pg_backend) -> None:
+    server = pg_backend.server
+    s = pg_backend.open(timeout=5)
+    s.insert_challenge(b"a" * 32, "alice", "authenticate", 1e12)
+    s.add_credential(_cred())
+    with s.atomic():
+        s.use_challenge(b"a" * 32)
+        s.update_sign_count(b"cred-1", 0, 9)
+    server.stop("immediate")  # a crash: no clean shutdown, recovery from the WAL
+    try:
+        with pytest.raises(VerifierError) as e:
+            s.use_challenge(b"a" * 32)
+        assert e.value.reason is Reason.STORAGE
+    finally:
+        server.start()
+    # The pool replaces the dead connection: at most one more call fails, then it serves.
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append(s.use_challenge(b"a" * 32))
+        except VerifierError as exc:
+            outcomes.append(exc.reason)
+    assert outcomes[-2:] == [("alice", "authenticate", 1e12, True)] * 2
+    assert set(outcomes[:1]) <= {Reason.STORAGE, ("alice", "authenticate", 1e12, True)}
+    # What was committed before the crash survived it.
+    assert s.get_credential(b"cred-1").sign_count == 9
+
+
 # -- durability ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("durability", "level"), [("full", 2), ("normal", 1)])
-def test_durability_sets_synchronous(tmp_path: Path, durability: str, level: int) -> None:
-    with SQLiteStore(tmp_path / "v.db", durability=durability) as s:  # type: ignore[arg-type]
+def test_sqlite_durability_sets_synchronous(tmp_path: Path, durability: str, level: int) -> None:
+    with SQLiteStore(tmp_path / "v.db", durability=durability) as s:
         assert s.durability == durability
         assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == level
         assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_default_durability_is_full(tmp_path: Path) -> None:
-    with SQLiteStore(tmp_path / "v.db") as s:
+@pytest.mark.parametrize(("durability", "setting"), [("full", "on"), ("normal", "off")])
+def test_postgres_durability_sets_synchronous_commit(
+    pg_backend, durability: str, setting: str
+) -> None:
+    with pg_backend.open(durability=durability) as s:
+        assert s.durability == durability
+        for _ in range(2):
+            with s.atomic(), s._conn() as conn:
+                assert conn.execute("SHOW synchronous_commit").fetchone()[0] == setting
+                assert conn.execute("SHOW fsync").fetchone()[0] == "on"
+
+
+def test_default_durability_is_full(backend) -> None:
+    with backend.open() as s:
         assert s.durability == "full"
-        assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        if backend.name == "sqlite":
+            assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        else:
+            with s._conn() as conn:
+                assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
 
 
 @pytest.mark.parametrize("bad", ["off", "FULL", "", None, 2])
-def test_unknown_durability_refused(tmp_path: Path, bad: object) -> None:
+def test_unknown_durability_refused(backend, bad: object) -> None:
     with pytest.raises(VerifierError) as e:
-        SQLiteStore(tmp_path / "v.db", durability=bad)  # type: ignore[arg-type]
+        backend.open(durability=bad)
     assert e.value.reason is Reason.MALFORMED
 
 
-def _burn_and_die(args: tuple[str, str]) -> None:
-    db, durability = args
-    s = SQLiteStore(db, durability=durability)  # type: ignore[arg-type]
+def _burn_and_die(url: str, durability: str) -> None:
+    s = open_store(url, durability=durability)
     with s.atomic():
         s.use_challenge(b"c" * 32)
         s.update_sign_count(b"cred-1", 0, 7)
@@ -433,25 +826,24 @@ def _burn_and_die(args: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
-def test_committed_state_survives_a_process_crash(tmp_path: Path, durability: str) -> None:
-    db = str(tmp_path / "v.db")
-    with SQLiteStore(db) as s:
+def test_committed_state_survives_a_process_crash(backend, durability: str) -> None:
+    with backend.open() as s:
         s.add_credential(_cred())
         s.insert_challenge(b"c" * 32, "alice", "authenticate", 1e12)
-    proc = multiprocessing.get_context("fork").Process(
-        target=_burn_and_die, args=((db, durability),)
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_burn_and_die, args=(backend.url, durability)
     )
     proc.start()
-    proc.join(30)
+    proc.join(60)
     assert proc.exitcode == 0
-    with SQLiteStore(db) as s:
+    with backend.open() as s:
         assert s.use_challenge(b"c" * 32) == ("alice", "authenticate", 1e12, True)
-        assert s.get_credential(b"cred-1").sign_count == 7  # type: ignore[union-attr]
+        assert s.get_credential(b"cred-1").sign_count == 7
 
 
 def test_memory_store_accepts_either_durability() -> None:
     for durability in ("full", "normal"):
-        with SQLiteStore(durability=durability) as s:  # type: ignore[arg-type]
+        with SQLiteStore(durability=durability) as s:
             s.insert_challenge(b"c" * 32, "alice", "authenticate", 1.0)
             assert s.use_challenge(b"c" * 32) is not None
 
@@ -459,8 +851,8 @@ def test_memory_store_accepts_either_durability() -> None:
 # -- challenges in one statement ----------------------------------------------------------
 
 
-def test_use_challenge_distinguishes_unknown_used_and_fresh_inside_atomic() -> None:
-    s = SQLiteStore()
+def test_use_challenge_distinguishes_unknown_used_and_fresh_inside_atomic(backend) -> None:
+    s = backend.open()
     s.insert_challenge(b"c" * 32, "alice", "authenticate", 5.0)
     with s.atomic():
         assert s.use_challenge(b"x" * 32) is None

@@ -72,7 +72,7 @@ def open_store(
         else:
             raise VerifierError(Reason.MALFORMED, "a SQLite URL is sqlite:///path")
         return SQLiteStore(path, timeout=timeout, durability=durability)
-    if "://" in url:
-        scheme = url.split("://", 1)[0]
-        raise VerifierError(Reason.MALFORMED, f"unknown store URL scheme {scheme!r}")
+    if "://" in url or url.startswith(("sqlite:", "postgresql:", "postgres:")):
+        scheme = url.split(":", 1)[0]
+        raise VerifierError(Reason.MALFORMED, f"not a store URL this verifier knows ({scheme}:)")
     return SQLiteStore(url, timeout=timeout, durability=durability)
