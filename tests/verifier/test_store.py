@@ -396,6 +396,17 @@ def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         assert e.value.reason is Reason.MALFORMED, bad
 
 
+def test_open_store_without_the_postgres_extra_is_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "verifier.store.postgres", raising=False)
+    with pytest.raises(VerifierError) as e:
+        open_store("postgresql://localhost/verifier")
+    assert e.value.reason is Reason.STORAGE
+    assert "[postgres]" in str(e.value)
+
+
 def test_open_store_picks_postgres(pg_backend) -> None:
     from verifier.store import PostgresStore
 

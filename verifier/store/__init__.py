@@ -60,8 +60,12 @@ def open_store(
     if not isinstance(url, str) or not url:
         raise VerifierError(Reason.MALFORMED, "the store URL must be a non-empty str")
     if url.startswith(_POSTGRES_SCHEMES):
-        from .postgres import PostgresStore
-
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise VerifierError(
+                Reason.STORAGE, "postgresql:// stores need the [postgres] extra (psycopg)"
+            ) from exc
         return PostgresStore(url, timeout=timeout, durability=durability)
     if url.startswith(_SQLITE_SCHEME):
         rest = url[len(_SQLITE_SCHEME) :]
