@@ -455,41 +455,60 @@ def test_counter_compare_and_set_loses_to_a_concurrent_verifier(dev):
     assert info.value.reason is Reason.COUNTER_REGRESSION
 
 
-def test_concurrent_verifications_of_one_assertion_accept_exactly_one(tmp_path, dev):
-    db = tmp_path / "rp.db"
-    store = SQLiteStore(db)
-    store.add_credential(dev.store.get_credential(dev.reg.credential_id))
-    # Two challenges, one counter value: a cloned key racing the genuine one.
-    ch1 = issue_challenge(store, user="alice", purpose=Purpose.AUTHENTICATE).value
-    ch2 = issue_challenge(store, user="alice", purpose=Purpose.AUTHENTICATE).value
-    jsons = [dev.forge(ch1, counter=5), dev.forge(ch2, counter=5)]
-    outcomes: list[object] = []
+def _race(store_for: Any, attempts: list[tuple[dict[str, Any], bytes]]) -> list[object]:
+    """Verify each (assertion JSON, challenge) on its own thread and store (its own verifier
+    process, in effect), all at once; returns each outcome or refusal reason."""
+    outcomes: list[object] = [None] * len(attempts)
+    barrier = threading.Barrier(len(attempts))
 
-    def run(j: dict[str, Any], ch: bytes) -> None:
-        local = SQLiteStore(db)
+    def run(i: int) -> None:
+        local = store_for(i)
+        j, ch = attempts[i]
+        barrier.wait()
         try:
-            outcomes.append(
-                verify_assertion(
-                    credential=j,
-                    expected_challenge=ch,
-                    expected_origin=ORIGIN,
-                    expected_rp_id=RP,
-                    store=local,
-                )
+            outcomes[i] = verify_assertion(
+                credential=j,
+                expected_challenge=ch,
+                expected_origin=ORIGIN,
+                expected_rp_id=RP,
+                store=local,
             )
         except VerifierError as exc:
-            outcomes.append(exc.reason)
+            outcomes[i] = exc.reason
 
-    threads = [
-        threading.Thread(target=run, args=(j, c)) for j, c in zip(jsons, (ch1, ch2), strict=True)
-    ]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(attempts))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return outcomes
+
+
+def test_concurrent_verifications_of_one_counter_value_accept_exactly_one(backend, dev):
+    store = backend.open()
+    store.add_credential(dev.store.get_credential(dev.reg.credential_id))
+    # Two challenges, one counter value: a cloned key racing the genuine one.
+    ch1 = issue_challenge(store, user="alice", purpose=Purpose.AUTHENTICATE).value
+    ch2 = issue_challenge(store, user="alice", purpose=Purpose.AUTHENTICATE).value
+    attempts = [(dev.forge(ch1, counter=5), ch1), (dev.forge(ch2, counter=5), ch2)]
+    outcomes = _race(lambda i: backend.open(), attempts)
     assert outcomes.count(Reason.COUNTER_REGRESSION) == 1
     assert sum(isinstance(o, VerifiedAssertion) for o in outcomes) == 1
     assert store.get_credential(dev.reg.credential_id).sign_count == 5
+
+
+def test_one_assertion_raced_by_many_verifiers_is_accepted_once(backend, dev):
+    store = backend.open()
+    store.add_credential(dev.store.get_credential(dev.reg.credential_id))
+    ch = issue_challenge(store, user="alice", purpose=Purpose.AUTHENTICATE).value
+    captured = dev.assert_(ch).to_json()
+    stores = [backend.open() for _ in range(6)]
+    outcomes = _race(lambda i: stores[i], [(captured, ch)] * len(stores))
+    assert sum(isinstance(o, VerifiedAssertion) for o in outcomes) == 1
+    assert outcomes.count(Reason.CHALLENGE_REUSED) == len(stores) - 1
+    events = [e[1] for e in store.audit_events()]
+    assert events.count("assertion_verified") == 1
+    assert events.count("assertion_refused") == len(stores) - 1
 
 
 # ---------------------------------------------------------------- revocation

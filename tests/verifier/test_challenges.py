@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from verifier.challenges import Challenge, Purpose, consume_challenge, issue_challenge
@@ -128,10 +126,9 @@ def test_purpose_accepts_plain_string() -> None:
     consume_challenge(s, c.value, purpose="register", now=T0)  # type: ignore[arg-type]
 
 
-def test_across_processes_sharing_a_file(tmp_path: Path) -> None:
-    db = tmp_path / "v.db"
-    c = issue_challenge(SQLiteStore(db), user="alice", purpose=Purpose.REGISTER, now=T0)
-    consume_challenge(SQLiteStore(db), c.value, purpose=Purpose.REGISTER, now=T0)
+def test_across_processes_sharing_a_database(backend) -> None:
+    c = issue_challenge(backend.open(), user="alice", purpose=Purpose.REGISTER, now=T0)
+    consume_challenge(backend.open(), c.value, purpose=Purpose.REGISTER, now=T0)
     with pytest.raises(VerifierError) as e:
-        consume_challenge(SQLiteStore(db), c.value, purpose=Purpose.REGISTER, now=T0)
+        consume_challenge(backend.open(), c.value, purpose=Purpose.REGISTER, now=T0)
     assert _reason(e) is Reason.CHALLENGE_REUSED
