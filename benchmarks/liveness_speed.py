@@ -90,7 +90,7 @@ def time_sessions(video_dir: Path, n: int, live: Any) -> dict[str, float]:
     session really has (iris only around blink prompts, flow and fits as the turns need them,
     the identity samples), from tvl's 30 fps footage answering random challenges."""
     from devicebio.evaluation import liveness as ev
-    from devicebio.wire import liveness_plan
+    from devicebio.protocol import liveness_plan
 
     ann = ev.load_annotation()
     cache = ev.FrameCache(video_dir, ann)

@@ -70,8 +70,8 @@ from fido2.webauthn import (
 )
 
 from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method, b64url_decode, ed25519_public_key_from_cose
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method, b64url_decode, ed25519_public_key_from_cose
 from verifier import (
     Challenge,
     Purpose,

@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Credentials": "devicebio.hazmat.credentials",
     "UserVerification": "devicebio.hazmat.credentials",
-    "Method": "devicebio.wire",
-    "LivenessClaim": "devicebio.wire",
+    "Method": "devicebio.protocol",
+    "LivenessClaim": "devicebio.protocol",
 }
 
 __all__ = [

@@ -32,9 +32,9 @@ from devicebio.fallback.security_key import SecurityKeyFallback
 from devicebio.hazmat.credentials import Assertion, Credentials, UserVerification
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
+from devicebio.protocol import LivenessClaim, Method, PromptStep
 from devicebio.sources import Frame, FrameSource
 from devicebio.store.vault import Vault
-from devicebio.wire import LivenessClaim, Method, PromptStep
 
 if TYPE_CHECKING:
     from devicebio.liveness import ActiveLiveness

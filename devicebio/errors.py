@@ -7,7 +7,11 @@ tampered state, hostile input, a missing model, a locked vault.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
+
+from devicebio.protocol.errors import ProtocolError, ProtocolReason
 
 
 class Reason(enum.StrEnum):
@@ -60,3 +64,20 @@ class DeviceBioError(Exception):
         self.reason = reason
         self.hint = hint
         super().__init__(f"{reason.value}: {message}" if message else reason.value)
+
+
+_FROM_PROTOCOL = {
+    ProtocolReason.MALFORMED_DATA: Reason.MALFORMED_DATA,
+    ProtocolReason.INVALID_ARGUMENT: Reason.INVALID_ARGUMENT,
+    ProtocolReason.EXTENSION_INVALID: Reason.MALFORMED_DATA,
+}
+
+
+@contextlib.contextmanager
+def protocol_errors() -> Iterator[None]:
+    """The device SDK's one boundary with the shared protocol (usable as a decorator too):
+    the protocol's typed error becomes ours, so app developers catch one base error."""
+    try:
+        yield
+    except ProtocolError as exc:
+        raise DeviceBioError(_FROM_PROTOCOL[exc.reason], exc.detail) from None

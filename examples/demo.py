@@ -78,7 +78,7 @@ class RelyingParty:
             return dict(json.loads(err.read() or b"{}"))
 
     def challenge(self, user: str, purpose: str) -> bytes:
-        from devicebio.wire import b64url_decode
+        from devicebio.protocol import b64url_decode
 
         answer = self.post("/challenge", {"user": user, "purpose": purpose}, admin=True)
         return b64url_decode(answer["challenge"])
@@ -143,7 +143,7 @@ class Demo:
         from devicebio import PassphraseKey, Pin, RecoveryCodes, Vault
         from devicebio.authenticator import Authenticator, Consent
         from devicebio.hazmat.credentials import UserVerification
-        from devicebio.wire import LivenessClaim, Method
+        from devicebio.protocol import LivenessClaim, Method
 
         enrol, genuine, impostor = self.sources()
         rp = RelyingParty(self.workdir)
@@ -235,9 +235,9 @@ class Demo:
         from devicebio.evaluation import liveness as ev
         from devicebio.hazmat.credentials import UserVerification
         from devicebio.liveness import ActiveLiveness
+        from devicebio.protocol import LivenessClaim, Method
         from devicebio.sources import StaticFrames
         from devicebio.vision.pipeline import FacePipeline
-        from devicebio.wire import LivenessClaim, Method
 
         video_dir = Path(
             os.environ.get("DEVICEBIO_VIDEO", REPO.parent / "shared" / "data" / "video")
@@ -289,7 +289,7 @@ class Demo:
             def close(self) -> None:
                 pass
 
-        from devicebio.wire import liveness_plan
+        from devicebio.protocol import liveness_plan
 
         ch = rp.challenge("t", "authenticate")
         plan = liveness_plan(ch)
@@ -341,7 +341,7 @@ class Demo:
 
 
 def _b64(data: bytes) -> str:
-    from devicebio.wire import b64url_encode
+    from devicebio.protocol import b64url_encode
 
     return b64url_encode(data)
 

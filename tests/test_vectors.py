@@ -19,11 +19,11 @@ import nacl.signing
 import pytest
 from fido2 import cbor
 
-from devicebio import wire
+from devicebio import protocol
 from devicebio.errors import DeviceBioError
 from devicebio.errors import Reason as DReason
+from devicebio.protocol import DevicebioExtension, LivenessClaim, Method, ProtocolError
 from devicebio.store.vault import HEADER, RawKey, Vault
-from devicebio.wire import DevicebioExtension, LivenessClaim, Method
 from verifier import (
     Purpose,
     RevocationEntry,
@@ -84,10 +84,10 @@ def test_every_vector_file_says_where_it_came_from(vec: dict[str, Any]) -> None:
 
 
 def test_the_webauthn_vector_referenced_by_the_readme_is_still_there() -> None:
-    # tests/verifier/test_wire_properties.py checks it; this only pins its location and version.
-    vec = json.loads((VECTORS.parent / "verifier" / "vectors" / "webauthn-v1.json").read_text())
+    # tests/protocol/test_properties.py checks it; this only pins its location and version.
+    vec = json.loads((VECTORS / "webauthn-v1.json").read_text())
     assert vec["format_version"] == 1
-    assert "tests/verifier/vectors/webauthn-v1.json" in (VECTORS / "README.md").read_text()
+    assert "tests/vectors/webauthn-v1.json" in (VECTORS / "README.md").read_text()
 
 
 # --------------------------------------------------------------------------- extension
@@ -130,12 +130,12 @@ def test_extension_encodes_byte_for_byte(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", EXTENSION["positive"], ids=_ids(EXTENSION["positive"]))
 def test_extension_decodes_to_the_documented_fields(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["authenticator_data_hex"])
-    parsed = wire.parse_authenticator_data(raw)
+    parsed = protocol.parse_authenticator_data(raw)
     assert bytes(parsed) == raw
     assert parsed.rp_id_hash == hashlib.sha256(EXTENSION["rp_id"].encode()).digest()
     assert int(parsed.flags) == EXTENSION["flags"]
     assert parsed.counter == EXTENSION["counter"]
-    assert wire.devicebio_extension_of(parsed) == _extension(case["fields"])
+    assert protocol.devicebio_extension_of(parsed) == _extension(case["fields"])
     # The wire form never grows a field the schema does not name.
     assert set(cbor.decode(bytes.fromhex(case["extension_cbor_hex"]))) <= {
         "v",
@@ -151,8 +151,8 @@ def test_extension_decodes_to_the_documented_fields(case: dict[str, Any]) -> Non
 @pytest.mark.parametrize("case", EXTENSION["negative"], ids=_ids(EXTENSION["negative"]))
 def test_extension_negative_vectors_are_refused(case: dict[str, Any]) -> None:
     raw = bytes.fromhex(case["authenticator_data_hex"])
-    with pytest.raises(DeviceBioError) as info:
-        wire.devicebio_extension_of(wire.parse_authenticator_data(raw))
+    with pytest.raises(ProtocolError) as info:
+        protocol.devicebio_extension_of(protocol.parse_authenticator_data(raw))
     assert info.value.reason.value == case["expect_reason"]
 
 
@@ -167,7 +167,7 @@ def _list_from_json(decoded: dict[str, Any]) -> RevocationList:
     for e in decoded["entries"]:
         kind = EntryKind(e["kind"])
         if e["value_encoding"] == "base64url":
-            value: bytes | str = wire.b64url_decode(e["value"])
+            value: bytes | str = protocol.b64url_decode(e["value"])
         elif e["value_encoding"] == "hex":
             value = bytes.fromhex(e["value"])
         else:
@@ -470,7 +470,7 @@ def test_kat_registration_rebuilds_byte_for_byte() -> None:
     ext = _ext_from_cbor(reg["extension_cbor_hex"])
     assert ext.device_id is not None and ext.device_id.hex() == KAT["device_id_hex"]
     cred_id = bytes.fromhex(KAT["credential_id_hex"])
-    att_cred = wire.attested_credential_data(cred_id, bytes(_CRED_KEY.verify_key))
+    att_cred = protocol.attested_credential_data(cred_id, bytes(_CRED_KEY.verify_key))
     flags = AuthenticatorData.FLAG
     auth = AuthenticatorData.create(
         hashlib.sha256(KAT["rp_id"].encode()).digest(),
@@ -491,7 +491,7 @@ def test_kat_registration_rebuilds_byte_for_byte() -> None:
     assert signature.hex() == raw["signature_hex"]
     att = AttestationObject.create("packed", auth, {"alg": -8, "sig": signature})
     assert bytes(att).hex() == raw["attestation_object_hex"]
-    as_json = wire.registration_to_json(
+    as_json = protocol.registration_to_json(
         credential_id=cred_id, client_data_json=bytes(client), attestation_object=bytes(att)
     )
     assert as_json == reg["credential"]
@@ -500,14 +500,14 @@ def test_kat_registration_rebuilds_byte_for_byte() -> None:
     assert blob[:32].hex() == layout["rp_id_hash_hex"]
     assert blob[32] == layout["flags"]
     assert int.from_bytes(blob[33:37], "big") == layout["sign_count"]
-    assert blob[37:53].hex() == layout["aaguid_hex"] == bytes(wire.DEVICEBIO_AAGUID).hex()
+    assert blob[37:53].hex() == layout["aaguid_hex"] == bytes(protocol.DEVICEBIO_AAGUID).hex()
     assert int.from_bytes(blob[53:55], "big") == layout["credential_id_length"]
     end_id = 55 + layout["credential_id_length"]
     assert blob[55:end_id].hex() == layout["credential_id_hex"]
     cose = bytes.fromhex(layout["credential_public_key_cose_hex"])
     assert blob[end_id : end_id + len(cose)] == cose
     assert blob[end_id + len(cose) :].hex() == layout["extensions_cbor_hex"]
-    assert wire.ed25519_public_key_from_cose(cose) == bytes(_CRED_KEY.verify_key)
+    assert protocol.ed25519_public_key_from_cose(cose) == bytes(_CRED_KEY.verify_key)
 
 
 @pytest.mark.parametrize("case", KAT["assertions"], ids=_ids(KAT["assertions"]))
@@ -532,7 +532,7 @@ def test_kat_assertion_rebuilds_byte_for_byte(case: dict[str, Any]) -> None:
     signature = _CRED_KEY.sign(bytes(auth) + client.hash).signature
     assert signature.hex() == raw["signature_hex"]
     assert (
-        wire.authentication_to_json(
+        protocol.authentication_to_json(
             credential_id=bytes.fromhex(KAT["credential_id_hex"]),
             client_data_json=bytes(client),
             authenticator_data=bytes(auth),
@@ -617,7 +617,7 @@ def test_kat_verifies_with_py_webauthn() -> None:
         require_user_verification=True,
     )
     assert verified.credential_id.hex() == KAT["credential_id_hex"]
-    assert verified.aaguid.replace("-", "") == bytes(wire.DEVICEBIO_AAGUID).hex()
+    assert verified.aaguid.replace("-", "") == bytes(protocol.DEVICEBIO_AAGUID).hex()
     count = verified.sign_count
     for case in KAT["assertions"]:
         result = webauthn.verify_authentication_response(
@@ -675,7 +675,7 @@ def test_kat_negative_registrations_give_their_reason(case: dict[str, Any]) -> N
 def test_revocation_list_refuses_the_credential_of_the_webauthn_v1_vector() -> None:
     """The list's credential_id entry is webauthn-v1.json's credential: its assertion, valid
     in every other way, is refused as REVOKED once the list is in force."""
-    vec = json.loads((VECTORS.parent / "verifier" / "vectors" / "webauthn-v1.json").read_text())
+    vec = json.loads((VECTORS / "webauthn-v1.json").read_text())
     now = REVOCATION["install_sequence"][0]["now"]
     store = SQLiteStore()
     reg_challenge = bytes.fromhex(vec["registration"]["challenge_hex"])

@@ -9,41 +9,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Iterator
 
 import nacl.exceptions
 import nacl.signing
 from fido2.webauthn import AuthenticatorData, CollectedClientData
 
-from devicebio.errors import DeviceBioError
-from devicebio.wire import (
+from devicebio.protocol import (
     EXTENSION_ID,
     LIVENESS_KIND,
     DevicebioExtension,
     Method,
-    devicebio_extension_of,
     liveness_plan,
     liveness_sequence_hash,
 )
 
 from .challenges import Challenge, Purpose, consume_challenge
-from .errors import Reason, VerifierError
+from .errors import Reason, VerifierError, protocol_errors
 from .store import Store
 
 _F = AuthenticatorData.FLAG
-
-
-@contextlib.contextmanager
-def malformed() -> Iterator[None]:
-    """The adapter at the package boundary: the wire module's typed error becomes ours."""
-    try:
-        yield
-    except DeviceBioError as exc:
-        raise VerifierError(Reason.MALFORMED, _message(exc)) from None
-
-
-def _message(exc: DeviceBioError) -> str:
-    return str(exc).removeprefix(f"{exc.reason.value}: ")
 
 
 def check_expectations(expected_origin: object, expected_rp_id: object) -> None:
@@ -131,20 +115,19 @@ def check_flags(auth_data: AuthenticatorData, *, require_uv: bool) -> None:
         )
 
 
-def devicebio_extension(auth_data: AuthenticatorData) -> DevicebioExtension:
-    """The signed devicebio extension; unsolicited extensions are refused (§7.2 step 20)."""
+def devicebio_extension(
+    auth_data: AuthenticatorData, decoded: DevicebioExtension | None
+) -> DevicebioExtension:
+    """The signed devicebio extension (``decoded`` by the parser from ``auth_data``);
+    unsolicited extensions are refused (§7.2 step 20)."""
     if not auth_data.flags & _F.ED or not auth_data.extensions:
         raise VerifierError(Reason.EXTENSION_MISSING, "no devicebio extension")
     if EXTENSION_ID not in auth_data.extensions:
         raise VerifierError(Reason.EXTENSION_MISSING, "no devicebio extension")
     if set(auth_data.extensions) != {EXTENSION_ID}:
         raise VerifierError(Reason.EXTENSION_INVALID, "unsolicited authenticator extensions")
-    try:
-        ext = devicebio_extension_of(auth_data)
-    except DeviceBioError as exc:
-        raise VerifierError(Reason.EXTENSION_INVALID, _message(exc)) from None
-    assert ext is not None  # presence checked above
-    return ext
+    assert decoded is not None  # the parser decodes a present extension or refuses it
+    return decoded
 
 
 def check_liveness(extension: DevicebioExtension, *, expected_challenge: bytes) -> None:
@@ -160,10 +143,8 @@ def check_liveness(extension: DevicebioExtension, *, expected_challenge: bytes) 
             Reason.POLICY_LIVENESS_REQUIRED,
             f"face verification needs passed {LIVENESS_KIND!r} liveness",
         )
-    try:
+    with protocol_errors():
         expected = liveness_sequence_hash(expected_challenge, liveness_plan(expected_challenge))
-    except DeviceBioError as exc:
-        raise VerifierError(Reason.MALFORMED, _message(exc)) from None
     if claim.sequence_hash is None or not hmac.compare_digest(claim.sequence_hash, expected):
         raise VerifierError(
             Reason.LIVENESS_MISMATCH, "liveness was not performed for this challenge's prompts"

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 import nacl.signing
 from fido2.webauthn import AuthenticatorData, CollectedClientData
 
-from devicebio.wire import (
+from devicebio.protocol import (
     AuthenticationResponseData,
     LivenessClaim,
     Method,
@@ -22,7 +22,7 @@ from devicebio.wire import (
 
 from . import _webauthn as checks
 from .challenges import Challenge, Purpose
-from .errors import Reason, VerifierError
+from .errors import Reason, VerifierError, protocol_errors
 from .policy import Assurance, Policy
 from .revocation import check_not_revoked
 from .store import CredentialRecord, Store
@@ -110,7 +110,7 @@ def verify_assertion(
         challenge = checks.redeem_challenge(
             store, expected=expected_challenge, purpose=Purpose.AUTHENTICATE, user=None, now=now
         )
-        with checks.malformed():
+        with protocol_errors():
             parsed = parse_authentication_json(credential)
         credential_id_hex = parsed.credential_id.hex()
         result = _verify(
@@ -177,7 +177,7 @@ def _verify(
     if auth_data.flags & _F.AT:
         raise VerifierError(Reason.MALFORMED, "assertions carry no attested credential data")
     checks.check_flags(auth_data, require_uv=policy.require_user_verification)  # 16-19
-    extension = checks.devicebio_extension(auth_data)  # 20
+    extension = checks.devicebio_extension(auth_data, parsed.extension)  # 20
     if extension.device_id is not None:
         raise VerifierError(Reason.EXTENSION_INVALID, "device id belongs to registration only")
 

@@ -24,9 +24,9 @@ import cbor2
 import nacl.exceptions
 import nacl.signing
 
-from devicebio.errors import DeviceBioError
+from devicebio import protocol
 from verifier.challenges import Purpose, issue_challenge
-from verifier.errors import Reason, VerifierError
+from verifier.errors import Reason, VerifierError, protocol_errors
 from verifier.revocation import (
     EntryKind,
     RevocationEntry,
@@ -485,7 +485,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    from devicebio.wire import Method
+    from devicebio.protocol import Method
     from verifier.policy import Policy
 
     methods = frozenset(Method)
@@ -565,23 +565,6 @@ def _jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
-def _wire() -> Any:
-    from devicebio import wire
-
-    return wire
-
-
-@contextlib.contextmanager
-def _as_verifier_errors() -> Iterator[None]:
-    """The wire module raises DeviceBioError; at the verifier's boundary that is MALFORMED."""
-    from devicebio.errors import DeviceBioError
-
-    try:
-        yield
-    except DeviceBioError as exc:
-        raise VerifierError(Reason.MALFORMED, str(exc)) from exc
-
-
 def _extension_json(ext: Any) -> dict[str, Any]:
     return {
         "version": ext.version,
@@ -595,7 +578,6 @@ def _extension_json(ext: Any) -> dict[str, Any]:
 
 
 def _auth_data_json(auth_data: Any) -> dict[str, Any]:
-    wire = _wire()
     flag = type(auth_data).FLAG
     out: dict[str, Any] = {
         "rpIdHash": bytes(auth_data.rp_id_hash).hex(),
@@ -611,11 +593,13 @@ def _auth_data_json(auth_data: Any) -> dict[str, Any]:
         }
     if auth_data.extensions is not None:
         extensions = {
-            str(k): v for k, v in _jsonable(auth_data.extensions).items() if k != wire.EXTENSION_ID
+            str(k): v
+            for k, v in _jsonable(auth_data.extensions).items()
+            if k != protocol.EXTENSION_ID
         }
-        ext = wire.devicebio_extension_of(auth_data)
+        ext = protocol.devicebio_extension_of(auth_data)
         if ext is not None:
-            extensions[wire.EXTENSION_ID] = _extension_json(ext)
+            extensions[protocol.EXTENSION_ID] = _extension_json(ext)
         out["extensions"] = extensions
     return out
 
@@ -636,10 +620,9 @@ def _attestation_json(att: Any) -> dict[str, Any]:
 
 
 def _inspect_json(obj: Any) -> dict[str, Any]:
-    wire = _wire()
     response = obj.get("response") if isinstance(obj, dict) else None
     if isinstance(response, dict) and "attestationObject" in response:
-        reg = wire.parse_registration_json(obj)
+        reg = protocol.parse_registration_json(obj)
         return {
             "format": "registration",
             "id": _b64url(reg.credential_id),
@@ -650,7 +633,7 @@ def _inspect_json(obj: Any) -> dict[str, Any]:
             "attestationObject": _attestation_json(reg.attestation),
         }
     if isinstance(response, dict) and "signature" in response:
-        auth = wire.parse_authentication_json(obj)
+        auth = protocol.parse_authentication_json(obj)
         return {
             "format": "assertion",
             "id": _b64url(auth.credential_id),
@@ -678,13 +661,13 @@ def _inspect_binary(data: bytes, issuer_key: nacl.signing.VerifyKey | None) -> d
             "stale": time.time() > rl.next_update,
             "list": revocation_list_to_json(rl),
         }
-    with _as_verifier_errors():
-        att = _wire().parse_attestation_object(data)
+    with protocol_errors():
+        att = protocol.parse_attestation_object(data)
         return {"format": "attestation-object", **_attestation_json(att)}
 
 
 def _inspect_bytes(data: bytes, issuer_key: nacl.signing.VerifyKey | None) -> dict[str, Any]:
-    with _as_verifier_errors():
+    with protocol_errors():
         stripped = data.strip()
         if stripped[:1] == b"{":
             try:
@@ -877,8 +860,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, EXIT_STORAGE, "io", f"{exc.strerror or exc}: {exc.filename or ''}")
     except cbor2.CBORError as exc:  # defensive: parsers should have wrapped it already
         return _fail(args, EXIT_REFUSED, Reason.MALFORMED.value, type(exc).__name__)
-    except DeviceBioError as exc:  # defensive: the wire module's error, unwrapped somewhere
-        return _fail(args, EXIT_REFUSED, Reason.MALFORMED.value, str(exc))
 
 
 if __name__ == "__main__":

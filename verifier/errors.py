@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
+
+from devicebio.protocol import ProtocolError, ProtocolReason
 
 
 class Reason(enum.StrEnum):
@@ -45,3 +49,19 @@ class VerifierError(Exception):
     def __init__(self, reason: Reason, message: str = "") -> None:
         self.reason = reason
         super().__init__(f"{reason.value}: {message}" if message else reason.value)
+
+
+_FROM_PROTOCOL = {
+    ProtocolReason.MALFORMED_DATA: Reason.MALFORMED,
+    ProtocolReason.INVALID_ARGUMENT: Reason.MALFORMED,
+    ProtocolReason.EXTENSION_INVALID: Reason.EXTENSION_INVALID,
+}
+
+
+@contextlib.contextmanager
+def protocol_errors() -> Iterator[None]:
+    """The verifier's one boundary with the shared protocol: its typed error becomes ours."""
+    try:
+        yield
+    except ProtocolError as exc:
+        raise VerifierError(_FROM_PROTOCOL[exc.reason], exc.detail) from None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from devicebio.wire import LivenessClaim, Method
+from devicebio.protocol import LivenessClaim, Method
 
 from .errors import Reason, VerifierError
 

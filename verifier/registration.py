@@ -11,8 +11,9 @@ import nacl.signing
 from fido2 import cbor
 from fido2.webauthn import CollectedClientData
 
-from devicebio.wire import (
+from devicebio.protocol import (
     COSE_ALG_EDDSA,
+    DevicebioExtension,
     LivenessClaim,
     Method,
     ed25519_public_key_from_cose,
@@ -21,7 +22,7 @@ from devicebio.wire import (
 
 from . import _webauthn as checks
 from .challenges import Purpose
-from .errors import Reason, VerifierError
+from .errors import Reason, VerifierError, protocol_errors
 from .policy import Assurance, Policy
 from .revocation import check_not_revoked
 from .store import CredentialRecord, Store
@@ -98,7 +99,7 @@ def verify_registration(
         checks.redeem_challenge(
             store, expected=expected_challenge, purpose=Purpose.REGISTER, user=user, now=now
         )
-        with checks.malformed():
+        with protocol_errors():
             parsed = parse_registration_json(credential)
         credential_id_hex = parsed.credential_id.hex()
         result = _verify(
@@ -106,6 +107,7 @@ def verify_registration(
             client_data=parsed.client_data,
             attestation=parsed.attestation,
             credential_id=parsed.credential_id,
+            extension=parsed.extension,
             expected_challenge=expected_challenge,
             expected_origin=expected_origin,
             expected_rp_id=expected_rp_id,
@@ -141,6 +143,7 @@ def _verify(
     client_data: CollectedClientData,
     attestation: Any,
     credential_id: bytes,
+    extension: DevicebioExtension | None,
     expected_challenge: bytes,
     expected_origin: str,
     expected_rp_id: str,
@@ -168,11 +171,11 @@ def _verify(
     # 18: only EdDSA keys, and only the exact OKP/Ed25519 shape.
     if cred_data.public_key.get(3) != COSE_ALG_EDDSA:
         raise VerifierError(Reason.UNSUPPORTED_ALGORITHM, "only EdDSA (-8) credentials")
-    with checks.malformed():
+    with protocol_errors():
         raw_key = ed25519_public_key_from_cose(cred_data.public_key)
 
     # 19: the extension this verifier asked for, and nothing unsolicited.
-    extension = checks.devicebio_extension(auth_data)
+    extension = checks.devicebio_extension(auth_data, extension)
     if extension.device_id is None:
         raise VerifierError(Reason.EXTENSION_INVALID, "registration lacks the device id")
 

@@ -67,7 +67,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devicebio.wire import LivenessClaim, Method
+from devicebio.protocol import LivenessClaim, Method
 from verifier.assertion import VerifiedAssertion, verify_assertion
 from verifier.challenges import DEFAULT_TTL, Purpose, issue_challenge
 from verifier.errors import Reason, VerifierError

@@ -69,7 +69,7 @@ def open_vault(args: argparse.Namespace) -> Any:
 
 
 def challenge_bytes(text: str) -> bytes:
-    from devicebio.wire import b64url_decode
+    from devicebio.protocol import b64url_decode
 
     return b64url_decode(text)
 

@@ -16,7 +16,7 @@ from devicebio.cli.exits import EXIT_OK
 
 def cmd_credentials(args: argparse.Namespace) -> int:
     from devicebio.hazmat.credentials import Credentials
-    from devicebio.wire import b64url_encode
+    from devicebio.protocol import b64url_encode
 
     rows = [
         {

@@ -27,7 +27,7 @@ def verify_knowledge(vault: Any, method: str) -> Any:
     """Run the PIN or recovery-code check and return the UserVerification it earns."""
     from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
     from devicebio.hazmat.credentials import UserVerification
-    from devicebio.wire import LivenessClaim, Method
+    from devicebio.protocol import LivenessClaim, Method
 
     if method == "pin":
         Pin(vault).verify(read_secret("PIN: "))

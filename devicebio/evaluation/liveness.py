@@ -579,7 +579,7 @@ class _Bench:
         challenges were redrawn for it. People whose footage lacks a prompt type (no blink, no
         look-up) only take part in sessions whose plan does not ask for it; the challenge is
         otherwise as random as an RP's."""
-        from devicebio.wire import liveness_plan
+        from devicebio.protocol import liveness_plan
 
         for n in range(5000):
             c = self._challenge(rng)
@@ -657,7 +657,7 @@ class _Bench:
                 out.append(self._present("replay", name, frames, None, self.templates[name], fresh))
             return out
         if kind in ("still_photo", "moving_photo", "rotated_photo"):
-            from devicebio.wire import liveness_plan
+            from devicebio.protocol import liveness_plan
 
             c = self._challenge(rng)
             rgb, enrolled = self._photo(rng)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from devicebio.fallback.knowledge import Pin, PinStatus, RecoveryCodes
 from devicebio.fallback.attempts import AttemptLimiter, AttemptPolicy, AttemptStatus
+from devicebio.fallback.knowledge import Pin, PinStatus, RecoveryCodes
 
 __all__ = [
     "AttemptLimiter",

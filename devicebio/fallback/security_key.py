@@ -70,8 +70,8 @@ from fido2.webauthn import (
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.hazmat.credentials import UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import Vault
-from devicebio.wire import LivenessClaim, Method
 
 __all__ = ["KIND", "RP_ID", "KeyInfo", "SecurityKeyFallback", "find_security_keys"]
 

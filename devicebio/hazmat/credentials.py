@@ -31,9 +31,9 @@ import nacl.utils
 from fido2.rpid import verify_rp_id
 from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClientData
 
-from devicebio import wire
-from devicebio.errors import DeviceBioError, Reason
-from devicebio.wire import DevicebioExtension, LivenessClaim, Method
+from devicebio import protocol
+from devicebio.errors import DeviceBioError, Reason, protocol_errors
+from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
 
 __all__ = ["Assertion", "CredentialInfo", "Credentials", "Registration", "UserVerification"]
 
@@ -97,11 +97,13 @@ class UserVerification:
             raise DeviceBioError(Reason.INVALID_ARGUMENT, "liveness must be a LivenessClaim")
         if type(self.verified) is not bool:
             raise DeviceBioError(Reason.INVALID_ARGUMENT, "verified must be a bool")
+        self.extension()  # the claim must fit the wire schema now, not at signing time
 
     @property
     def assurance(self) -> str:
         return _assurance_claim(self.method, self.liveness)
 
+    @protocol_errors()
     def extension(self, *, device_id: bytes | None = None) -> DevicebioExtension:
         return DevicebioExtension(
             method=self.method,
@@ -125,9 +127,10 @@ class Registration:
     client_data_json: bytes
     attestation_object: bytes
 
+    @protocol_errors()
     def to_json(self) -> dict[str, Any]:
         """``PublicKeyCredential.toJSON()`` form, ready for any WebAuthn relying party."""
-        return wire.registration_to_json(
+        return protocol.registration_to_json(
             credential_id=self.credential_id,
             client_data_json=self.client_data_json,
             attestation_object=self.attestation_object,
@@ -147,9 +150,10 @@ class Assertion:
     authenticator_data: bytes
     signature: bytes
 
+    @protocol_errors()
     def to_json(self) -> dict[str, Any]:
         """``PublicKeyCredential.toJSON()`` form, ready for any WebAuthn relying party."""
-        return wire.authentication_to_json(
+        return protocol.authentication_to_json(
             credential_id=self.credential_id,
             client_data_json=self.client_data_json,
             authenticator_data=self.authenticator_data,
@@ -278,7 +282,7 @@ class Credentials:
             hashlib.sha256(rp_id.encode()).digest(),
             _F.UP | _F.UV | _F.AT | _F.ED,
             0,
-            wire.attested_credential_data(credential_id, bytes(signing_key.verify_key)),
+            protocol.attested_credential_data(credential_id, bytes(signing_key.verify_key)),
             extension.to_extensions(),
         )
         client_data = CollectedClientData.create(
@@ -286,7 +290,7 @@ class Credentials:
         )
         signature = signing_key.sign(bytes(auth_data) + client_data.hash).signature
         attestation = AttestationObject.create(
-            "packed", auth_data, {"alg": wire.COSE_ALG_EDDSA, "sig": signature}
+            "packed", auth_data, {"alg": protocol.COSE_ALG_EDDSA, "sig": signature}
         )
         record = {
             "v": _RECORD_VERSION,

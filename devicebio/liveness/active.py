@@ -1,6 +1,7 @@
 """Active, challenge-bound liveness: prompts derived from the RP's challenge, answered on camera.
 
-The relying party's challenge fixes a short prompt sequence (:func:`devicebio.wire.liveness_plan`:
+The relying party's challenge fixes a short prompt sequence
+(:func:`devicebio.protocol.liveness_plan`:
 turn left/right, look up, blink, with random delays). :class:`ActiveLiveness` tracks the face
 per frame (BlazeFace, the 468-point mesh refined by the iris model, head pose and eye
 openness) and accepts only if every response comes in order, after its prompt and inside its
@@ -28,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from devicebio import decision
-from devicebio.errors import DeviceBioError, Reason
+from devicebio.errors import DeviceBioError, Reason, protocol_errors
 from devicebio.liveness.parallax import PlaneTracker, nonrigid_motion
 from devicebio.liveness.parallax import grey as _grey
 from devicebio.liveness.results import LivenessResult, PadVerdict, PresentationAttackDetector
+from devicebio.protocol import Prompt, PromptStep, liveness_plan, liveness_sequence_hash
 from devicebio.sources import Frame
-from devicebio.wire import Prompt, PromptStep, liveness_plan, liveness_sequence_hash
 
 __all__ = ["ActiveLiveness", "FrameMeasure", "LivenessConfig"]
 
@@ -217,8 +218,9 @@ class ActiveLiveness:
         Frame timestamps (seconds) are the clock. ``on_prompt`` is called once per step when
         its prompt is due: a live UI shows it then.
         """
-        plan = liveness_plan(challenge)
-        digest = liveness_sequence_hash(challenge, plan)
+        with protocol_errors():
+            plan = liveness_plan(challenge)
+            digest = liveness_sequence_hash(challenge, plan)
         session = _Session(self, plan, on_prompt)
         reason: str | None = None
         try:

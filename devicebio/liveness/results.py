@@ -8,8 +8,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from devicebio.protocol import LIVENESS_KIND, LivenessClaim, PromptStep
 from devicebio.sources import Frame
-from devicebio.wire import LIVENESS_KIND, LivenessClaim, PromptStep
 
 __all__ = ["LivenessResult", "PadVerdict", "PresentationAttackDetector"]
 

@@ -11,7 +11,7 @@ Layout of a vault directory (0700)::
 A record file is ``MAGIC | slot(16) | nonce(24) | XChaCha20-Poly1305 ciphertext`` whose
 associated data binds the vault id, the kind, the id and the schema version: a record copied
 to another slot, another kind or another vault does not open. Writes go through
-:func:`devicebio.hazmat.atomic.atomic_write`, so an interrupted write leaves the previous
+:func:`devicebio.protocol.files.atomic_write`, so an interrupted write leaves the previous
 record intact.
 
 What a vault cannot do in pure Python (see docs/threat-model.md): it cannot stop an attacker
@@ -39,7 +39,6 @@ import nacl.pwhash
 import nacl.utils
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.hazmat import atomic
 from devicebio.hazmat.seal import (
     KEY_SIZE,
     SALT_SIZE,
@@ -49,6 +48,7 @@ from devicebio.hazmat.seal import (
     seal,
     subkey,
 )
+from devicebio.protocol import files as atomic
 
 SCHEMA_VERSION = 1
 FORMAT = "devicebio-vault"

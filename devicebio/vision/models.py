@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.hazmat.atomic import atomic_write
+from devicebio.protocol.files import atomic_write
 
 ENV_MODEL_DIR = "DEVICEBIO_MODEL_DIR"
 

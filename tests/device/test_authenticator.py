@@ -13,9 +13,9 @@ from devicebio.authenticator import Authenticator, Consent  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
 from devicebio.fallback import Pin, RecoveryCodes  # noqa: E402
 from devicebio.outcome import OutcomeCode  # noqa: E402
+from devicebio.protocol import Method  # noqa: E402
 from devicebio.sources import StaticFrames  # noqa: E402
 from devicebio.store.vault import RawKey, Vault  # noqa: E402
-from devicebio.wire import Method  # noqa: E402
 from verifier import Policy, SQLiteStore, verify_assertion  # noqa: E402
 from verifier.challenges import Purpose, issue_challenge  # noqa: E402
 
@@ -87,7 +87,7 @@ def rp_state(auth: Authenticator, tmp_path: Path):
 
 def _pin_verified():
     from devicebio.hazmat.credentials import UserVerification
-    from devicebio.wire import LivenessClaim
+    from devicebio.protocol import LivenessClaim
 
     return UserVerification(
         method=Method.PIN, liveness=LivenessClaim.none(), model=None, verified=True

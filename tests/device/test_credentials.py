@@ -12,11 +12,11 @@ from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devicebio import wire
+from devicebio import protocol
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method
 
 RP = "example.com"
 ORIGIN = "https://example.com"
@@ -67,11 +67,11 @@ def test_registration_is_packed_self_attestation_with_devicebio_extension(creds,
     assert not ad.is_backup_eligible() and not ad.is_backed_up()
     assert ad.counter == 0
     assert ad.credential_data is not None
-    assert ad.credential_data.aaguid == wire.DEVICEBIO_AAGUID
+    assert ad.credential_data.aaguid == protocol.DEVICEBIO_AAGUID
     assert ad.credential_data.credential_id == reg.credential_id
     key = ad.credential_data.public_key
     assert dict(key) == {1: 1, 3: -8, -1: 6, -2: key[-2]}
-    ext = wire.devicebio_extension_of(ad)
+    ext = protocol.devicebio_extension_of(ad)
     assert ext is not None and ext.method is Method.FACE and ext.device_id == reg.device_id
     assert ext.liveness == FACE.liveness and ext.model == FACE.model
     # The self-attestation signature verifies with the credential key.
@@ -92,7 +92,7 @@ def test_key_lives_only_in_the_vault(creds, vault):
     for obj in (reg, creds.list()[0]):
         for value in vars(obj).values():
             assert value != seed
-    assert seed.hex() not in repr(reg.to_json()) and wire.b64url_encode(seed) not in repr(
+    assert seed.hex() not in repr(reg.to_json()) and protocol.b64url_encode(seed) not in repr(
         reg.to_json()
     )
     # And the vault's files do not hold it in the clear.
@@ -148,7 +148,7 @@ def test_assertion_signature_and_flags(creds):
     assert ad.flags == AuthenticatorData.FLAG.UP | AuthenticatorData.FLAG.UV | (
         AuthenticatorData.FLAG.ED
     )
-    ext = wire.devicebio_extension_of(ad)
+    ext = protocol.devicebio_extension_of(ad)
     assert ext is not None
     assert ext.method is Method.PIN and ext.assurance == "weaker" and ext.device_id is None
     key = AttestationObject(reg.attestation_object).auth_data.credential_data.public_key
@@ -162,7 +162,7 @@ def test_unverified_attempt_has_neither_up_nor_uv_but_still_counts(creds):
     ad = AuthenticatorData(a.authenticator_data)
     assert not ad.is_user_present() and not ad.is_user_verified()
     assert ad.counter == 1
-    ext = wire.devicebio_extension_of(ad)
+    ext = protocol.devicebio_extension_of(ad)
     assert ext is not None and ext.liveness.passed is False
 
 
@@ -304,10 +304,10 @@ def test_any_valid_input_gives_a_verifiable_pair(tmp_path_factory, user, challen
         user_handle=handle,
         verification=PIN,
     )
-    parsed = wire.parse_registration_json(reg.to_json())
+    parsed = protocol.parse_registration_json(reg.to_json())
     key = parsed.attestation.auth_data.credential_data.public_key
     a = creds.authenticate(rp_id=RP, origin=ORIGIN, challenge=challenge, verification=PIN)
-    got = wire.parse_authentication_json(a.to_json())
+    got = protocol.parse_authentication_json(a.to_json())
     assert got.client_data.challenge == challenge
     assert got.user_handle == reg.user_handle and (handle is None or handle == reg.user_handle)
     nacl.signing.VerifyKey(key[-2]).verify(

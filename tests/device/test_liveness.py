@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devicebio.sources import StaticFrames
-from devicebio.wire import (
+from devicebio.protocol import (
     LIVENESS_KIND,
     Prompt,
     PromptStep,
     liveness_plan,
     liveness_sequence_hash,
 )
+from devicebio.sources import StaticFrames
 
 cv2 = pytest.importorskip("cv2", reason="liveness needs the [device] extra")
 
@@ -166,12 +166,13 @@ def test_sequence_hash_binds_challenge_and_plan() -> None:
 
 
 def test_plan_refuses_bad_input() -> None:
-    from devicebio.errors import DeviceBioError
+    from devicebio.protocol import ProtocolError, ProtocolReason
 
     for bad in (b"", "text", b"x" * 2000):
-        with pytest.raises(DeviceBioError):
+        with pytest.raises(ProtocolError) as info:
             liveness_plan(bad)  # type: ignore[arg-type]
-    with pytest.raises(DeviceBioError):
+        assert info.value.reason is ProtocolReason.INVALID_ARGUMENT
+    with pytest.raises(ProtocolError):
         liveness_plan(b"c", steps=0)
 
 
@@ -315,8 +316,8 @@ def test_authenticator_signs_the_liveness_result_and_the_rp_checks_it(
     from devicebio.authenticator import Authenticator, Consent
     from devicebio.hazmat.credentials import UserVerification
     from devicebio.outcome import OutcomeCode
+    from devicebio.protocol import LivenessClaim, Method
     from devicebio.store.vault import RawKey, Vault
-    from devicebio.wire import LivenessClaim, Method
     from verifier import Policy, SQLiteStore, verify_assertion, verify_registration
     from verifier.challenges import Purpose, issue_challenge
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from devicebio.fallback import Pin
 from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method
 
 KEY = b"\x44" * 32
 RP, ORIGIN = "example.com", "https://example.com"
@@ -76,7 +76,7 @@ def test_two_processes_never_sign_the_same_counter(tmp_path: Path) -> None:
     )
     code = f"""
         from devicebio.hazmat.credentials import Credentials, UserVerification
-        from devicebio.wire import LivenessClaim, Method
+        from devicebio.protocol import LivenessClaim, Method
         creds = Credentials(vault)
         uv = UserVerification(Method.FACE, LivenessClaim.none(), None, True)
         counts = [

@@ -23,8 +23,8 @@ from devicebio.fallback import AttemptPolicy
 from devicebio.fallback.security_key import KIND, RP_ID, SecurityKeyFallback, find_security_keys
 from devicebio.hazmat.credentials import UserVerification
 from devicebio.outcome import OutcomeCode
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method
 
 # Dedicated reasons are proposed for devicebio.errors; until they land the module uses the
 # nearest existing ones, and so do these tests.

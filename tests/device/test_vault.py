@@ -163,7 +163,7 @@ def test_missing_and_deleted_records(vault: Vault) -> None:
 CRASH = textwrap.dedent(
     """
     import os, signal, sys
-    from devicebio.hazmat import atomic
+    from devicebio.protocol import files as atomic
     from devicebio.store.vault import RawKey, Vault
     vault = Vault.open(sys.argv[1], RawKey(b"\\x01" * 32))
     step = sys.argv[2]

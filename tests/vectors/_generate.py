@@ -99,7 +99,7 @@ def jsonable(obj: Any) -> Any:
 def extension_vectors() -> dict[str, Any]:
     from fido2.webauthn import AuthenticatorData
 
-    from devicebio.wire import DevicebioExtension, LivenessClaim, Method
+    from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
 
     seq = hashlib.sha256(b"devicebio/test-vector/prompt-sequence/v1").digest()
     device_id = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -263,8 +263,8 @@ def revocation_vectors() -> dict[str, Any]:
     other_seed = _seed("devicebio/test-vector/revocation-impostor/v1")
     key = nacl.signing.SigningKey(seed)
     kid = b"example-issuer-2026"
-    # The credential id of tests/verifier/vectors/webauthn-v1.json, so the two vectors meet.
-    from devicebio.wire import b64url_decode
+    # The credential id of tests/vectors/webauthn-v1.json, so the two vectors meet.
+    from devicebio.protocol import b64url_decode
 
     cred_id = b64url_decode("t6XRsneU_yiAowim0F3jzv-KdQWnv1R8ml-dcPLSd7s")
     entries = (
@@ -468,14 +468,15 @@ def revocation_vectors() -> dict[str, Any]:
 def webauthn_kat_vectors() -> dict[str, Any]:
     """Registration and assertions from a PUBLISHED credential seed, so every byte is fixed.
 
-    Built with the same primitives devicebio.hazmat.credentials uses (wire.attested_credential_data,
+    Built with the same primitives devicebio.hazmat.credentials uses
+    (protocol.attested_credential_data,
     DevicebioExtension, fido2's AuthenticatorData / CollectedClientData / AttestationObject,
     an Ed25519 signature over authData || SHA-256(clientDataJSON)); credentials.py itself draws
-    a random key, which is why tests/verifier/vectors/webauthn-v1.json exists beside this.
+    a random key, which is why tests/vectors/webauthn-v1.json exists beside this.
     """
     from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClientData
 
-    from devicebio.wire import DevicebioExtension, LivenessClaim, Method
+    from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
 
     flag = AuthenticatorData.FLAG
     seed = _seed("devicebio/test-vector/credential-key/v1")
@@ -529,9 +530,9 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         label: str = "registration",
         tamper_sig: bool = False,
     ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-        from devicebio import wire
+        from devicebio import protocol
 
-        att_cred = wire.attested_credential_data(cred_id, bytes(key.verify_key))
+        att_cred = protocol.attested_credential_data(cred_id, bytes(key.verify_key))
         auth = AuthenticatorData.create(rp_hash, flags, 0, att_cred, ext)
         client = CollectedClientData.create(
             type="webauthn.create", challenge=challenge(label), origin=ORIGIN
@@ -554,7 +555,7 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         }
         return (
             challenge(label),
-            wire.registration_to_json(
+            protocol.registration_to_json(
                 credential_id=cred_id,
                 client_data_json=bytes(client),
                 attestation_object=bytes(att),
@@ -586,10 +587,10 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         tamper_sig: bool = False,
         attested: bool = False,
     ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-        from devicebio import wire
+        from devicebio import protocol
 
         pub = bytes(key.verify_key)
-        att_cred = wire.attested_credential_data(cred_id, pub) if attested else b""
+        att_cred = protocol.attested_credential_data(cred_id, pub) if attested else b""
         auth = AuthenticatorData.create(rp, flags, counter, att_cred, ext)
         client = CollectedClientData.create(
             type=typ,
@@ -602,7 +603,7 @@ def webauthn_kat_vectors() -> dict[str, Any]:
             sig = sig[:-1] + bytes([sig[-1] ^ 1])
         return (
             challenge(label),
-            wire.authentication_to_json(
+            protocol.authentication_to_json(
                 credential_id=credential_id,
                 client_data_json=bytes(client),
                 authenticator_data=bytes(auth),
@@ -885,8 +886,8 @@ def vault_vectors() -> dict[str, Any]:
     from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
     from devicebio.hazmat.credentials import Credentials, UserVerification
     from devicebio.protect import TemplateKey
+    from devicebio.protocol import LivenessClaim, Method
     from devicebio.store.vault import HEADER, RawKey, Vault
-    from devicebio.wire import LivenessClaim, Method
 
     raw_key = _seed("devicebio/test-vector/vault-raw-key/v1")
     template_seed = _seed("devicebio/test-vector/template-key/v1")

@@ -15,10 +15,10 @@ import nacl.signing
 import pytest
 from fido2.webauthn import AuthenticatorData, CollectedClientData
 
-from devicebio import wire
+from devicebio import protocol
 from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method
 from verifier import (
     Assurance,
     EntryKind,
@@ -127,7 +127,7 @@ class Device:
         )
         cd = CollectedClientData.create(type=client_type, challenge=challenge, origin=origin)
         sig = self.signing_key().sign(bytes(ad) + cd.hash).signature
-        return wire.authentication_to_json(
+        return protocol.authentication_to_json(
             credential_id=self.reg.credential_id,
             client_data_json=bytes(cd),
             authenticator_data=bytes(ad),
@@ -242,7 +242,7 @@ def test_every_flipped_byte_is_refused_with_its_reason(dev):
             "signature": bytearray(good.signature),
         }
         fields[field][pos] ^= mask
-        forged = wire.authentication_to_json(
+        forged = protocol.authentication_to_json(
             credential_id=good.credential_id,
             client_data_json=bytes(fields["client_data_json"]),
             authenticator_data=bytes(fields["authenticator_data"]),
@@ -563,7 +563,7 @@ def test_revoked(dev, which):
 def test_revoked_sdk_version(dev):
     ch = dev.challenge()
     a = dev.assert_(ch)
-    ext = wire.devicebio_extension_of(AuthenticatorData(a.authenticator_data))
+    ext = protocol.devicebio_extension_of(AuthenticatorData(a.authenticator_data))
     assert ext is not None and ext.sdk_version
     _install(dev.store, _entry(EntryKind.SDK_VERSION, ext.sdk_version))
     dev.refused(Reason.REVOKED, a.to_json(), ch, revocation_issuer_key=ISSUER.verify_key)
@@ -633,7 +633,7 @@ def test_revocation_list_from_another_issuer_is_refused(dev):
 def test_unknown_credential(dev):
     ch = dev.challenge()
     j = dev.assert_(ch).to_json()
-    other = wire.b64url_encode(b"\x01" * 32)
+    other = protocol.b64url_encode(b"\x01" * 32)
     dev.refused(Reason.CREDENTIAL_UNKNOWN, {**j, "id": other, "rawId": other}, ch)
 
 

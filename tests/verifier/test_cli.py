@@ -332,8 +332,8 @@ def test_inspect_bad_signature_with_key(db: Path, key: tuple[Path, str], tmp_pat
 @pytest.fixture(scope="module")
 def device_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from devicebio.hazmat.credentials import Credentials, UserVerification
+    from devicebio.protocol import LivenessClaim, Method
     from devicebio.store.vault import RawKey, Vault
-    from devicebio.wire import LivenessClaim, Method
 
     d = tmp_path_factory.mktemp("device")
     creds = Credentials(Vault.create(d / "profile", RawKey(b"\x07" * 32)))
@@ -420,7 +420,6 @@ def test_verifier_imports_without_device_stack() -> None:
     code = (
         "import sys, verifier.cli, verifier.store, verifier.challenges, verifier.revocation\n"
         "from verifier import cli\n"
-        "cli._wire()\n"
         "bad = [m for m in ('numpy', 'cv2', 'onnxruntime') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -452,7 +451,7 @@ class _Device:
     @staticmethod
     def uv(method: str = "face", liveness: bool = True) -> Any:
         from devicebio.hazmat.credentials import UserVerification
-        from devicebio.wire import LivenessClaim, Method
+        from devicebio.protocol import LivenessClaim, Method
 
         claim = (
             LivenessClaim(

@@ -21,8 +21,8 @@ from fido2.webauthn import (
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse
 
 from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method
 
 RP = "example.com"
 ORIGIN = "https://example.com"

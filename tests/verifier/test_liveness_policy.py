@@ -12,7 +12,7 @@ import pytest
 from test_assertion import MODEL, PIN, Device
 
 from devicebio.hazmat.credentials import UserVerification
-from devicebio.wire import (
+from devicebio.protocol import (
     LIVENESS_KIND,
     LivenessClaim,
     Method,

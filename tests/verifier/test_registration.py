@@ -23,10 +23,10 @@ from fido2.webauthn import (
     CollectedClientData,
 )
 
-from devicebio import wire
+from devicebio import protocol
 from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import LivenessClaim, Method
 from verifier import (
     Assurance,
     CredentialRecord,
@@ -112,9 +112,9 @@ def _craft(
     if extensions == "default":
         extensions = FACE.extension(device_id=reg.device_id).to_extensions()
     cred = AttestedCredentialData.create(
-        wire.DEVICEBIO_AAGUID,
+        protocol.DEVICEBIO_AAGUID,
         reg.credential_id,
-        cose_key if cose_key is not None else wire.ed25519_cose_key(bytes(key.verify_key)),
+        cose_key if cose_key is not None else protocol.ed25519_cose_key(bytes(key.verify_key)),
     )
     ad = AuthenticatorData.create(
         hashlib.sha256(rp_id.encode()).digest(), F(flags), 0, cred, extensions
@@ -123,7 +123,7 @@ def _craft(
     sig = key.sign(bytes(ad) + cd.hash).signature
     stmt = att_stmt if att_stmt is not None else {"alg": -8, "sig": sig}
     att = AttestationObject.create(fmt, ad, stmt)
-    return wire.registration_to_json(
+    return protocol.registration_to_json(
         credential_id=reg.credential_id, client_data_json=bytes(cd), attestation_object=att
     )
 
@@ -152,13 +152,13 @@ def test_registration_is_verified_and_stored(creds, store):
     assert result.device_id == reg.device_id
     assert result.method is Method.FACE and result.liveness.passed
     assert result.assurance is Assurance.STRONG and result.user_verified
-    assert result.aaguid == wire.DEVICEBIO_AAGUID
+    assert result.aaguid == protocol.DEVICEBIO_AAGUID
     stored = store.get_credential(reg.credential_id)
     assert stored == result.record
     assert stored.sign_count == 0 and stored.rp_id == RP and stored.user_handle == reg.user_handle
-    assert wire.ed25519_public_key_from_cose(
+    assert protocol.ed25519_public_key_from_cose(
         stored.public_key
-    ) == wire.ed25519_public_key_from_cose(
+    ) == protocol.ed25519_public_key_from_cose(
         AttestationObject(reg.attestation_object).auth_data.credential_data.public_key
     )
     events = [e for _, e, _ in store.audit_events()]
@@ -235,7 +235,7 @@ def test_cross_origin_is_refused(creds, vault, store):
         type="webauthn.create", challenge=ch.value, origin=ORIGIN, cross_origin=True
     )
     sig = key.sign(bytes(att.auth_data) + cd.hash).signature
-    forged = wire.registration_to_json(
+    forged = protocol.registration_to_json(
         credential_id=reg.credential_id,
         client_data_json=bytes(cd),
         attestation_object=AttestationObject.create(
@@ -329,7 +329,7 @@ def test_bad_attestation_signature(creds, vault, store):
     att = AttestationObject(reg.attestation_object)
     bad = bytearray(att.att_stmt["sig"])
     bad[5] ^= 0x40
-    forged = wire.registration_to_json(
+    forged = protocol.registration_to_json(
         credential_id=reg.credential_id,
         client_data_json=reg.client_data_json,
         attestation_object=AttestationObject.create(
@@ -354,7 +354,7 @@ def test_attestation_signed_by_another_key(creds, vault, store):
     other = nacl.signing.SigningKey.generate()
     cd = CollectedClientData(reg.client_data_json)
     sig = other.sign(bytes(att.auth_data) + cd.hash).signature
-    forged = wire.registration_to_json(
+    forged = protocol.registration_to_json(
         credential_id=reg.credential_id,
         client_data_json=reg.client_data_json,
         attestation_object=AttestationObject.create(

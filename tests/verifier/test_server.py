@@ -56,7 +56,7 @@ class _Device:
     @staticmethod
     def uv(method: str, liveness: bool = True, challenge: bytes = b"\x02") -> Any:
         from devicebio.hazmat.credentials import UserVerification
-        from devicebio.wire import LivenessClaim, Method, liveness_plan, liveness_sequence_hash
+        from devicebio.protocol import LivenessClaim, Method, liveness_plan, liveness_sequence_hash
 
         # The liveness claim is bound to the challenge's prompt sequence, as the device's is.
         digest = liveness_sequence_hash(challenge, liveness_plan(challenge))

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from devicebio.errors import DeviceBioError
 from verifier.errors import Reason, VerifierError
 from verifier.store import SCHEMA_VERSION, CredentialRecord, SQLiteStore, Store, open_store
 
@@ -888,5 +887,6 @@ def test_record_ed25519_key_is_decoded_and_cached() -> None:
 def test_record_ed25519_key_refuses_a_damaged_key_every_time() -> None:
     rec = _cred()  # its COSE_Key has no curve and no x
     for _ in range(2):
-        with pytest.raises(DeviceBioError):
+        with pytest.raises(VerifierError) as info:
             _ = rec.ed25519_public_key
+        assert info.value.reason is Reason.MALFORMED

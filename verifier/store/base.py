@@ -27,8 +27,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from devicebio.wire import ed25519_public_key_from_cose
-from verifier.errors import Reason, VerifierError
+from devicebio.protocol import ed25519_public_key_from_cose
+from verifier.errors import Reason, VerifierError, protocol_errors
 
 __all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "Store"]
 
@@ -62,9 +62,11 @@ class CredentialRecord:
 
     @property
     def ed25519_public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 key of ``public_key``; raises ``DeviceBioError`` if the
-        stored COSE_Key is not exactly OKP/Ed25519/EdDSA in canonical CBOR."""
-        return _ed25519_key(self.public_key)
+        """The raw 32-byte Ed25519 key of ``public_key``; raises
+        ``VerifierError(MALFORMED)`` if the stored COSE_Key is not exactly OKP/Ed25519/EdDSA
+        in canonical CBOR."""
+        with protocol_errors():
+            return _ed25519_key(self.public_key)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -2,6 +2,10 @@
 
 After a crash at any point the path holds either the complete old bytes or the complete new
 bytes, never a mix; a stray ``.tmp`` file may remain and is removed on the next open.
+
+It lives in the protocol package, not in ``devicebio.hazmat``, because both sides write files
+that must never be half-written (the device its vault, the relying party its key files and
+revocation lists) and the verifier may import nothing of the device side but the protocol.
 """
 
 from __future__ import annotations
@@ -23,19 +27,33 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+def atomic_write(
+    path: Path | str, data: bytes, *, mode: int = FILE_MODE, exclusive: bool = False
+) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old or the new bytes, never a mix.
+
+    ``exclusive``: fail with FileExistsError when ``path`` exists (the final step is a hard
+    link, which cannot replace a file that appeared meanwhile).
+    """
+    path = Path(path)
+    directory = path.parent
+    tmp = directory / f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        os.fchmod(fd, mode)  # the umask must not widen or narrow what the caller asked for
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    fsync_dir(directory)
 
 
 def remove_durably(path: Path) -> None:

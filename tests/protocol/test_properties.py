@@ -1,5 +1,5 @@
-"""Every parser of devicebio.wire, fed random and mutated bytes / CBOR / JSON, either returns a
-valid value or raises DeviceBioError(MALFORMED_DATA) — never anything else. The verifier,
+"""Every parser of devicebio.protocol, fed random and mutated bytes / CBOR / JSON, either returns a
+valid value or raises ProtocolError(MALFORMED_DATA) — never anything else. The verifier,
 fed the same, raises only VerifierError. Plus the strictness rules, case by case."""
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ from fido2.webauthn import AuthenticatorData
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from devicebio import wire
-from devicebio.errors import DeviceBioError, Reason
+from devicebio import protocol
 from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.protocol import (
+    DevicebioExtension,
+    LivenessClaim,
+    Method,
+    ProtocolError,
+    ProtocolReason,
+)
 from devicebio.store.vault import RawKey, Vault
-from devicebio.wire import DevicebioExtension, LivenessClaim, Method
 from verifier import (
     Purpose,
     SQLiteStore,
@@ -57,8 +62,9 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _only_malformed(func: Any, *args: Any) -> Any:
     try:
         return func(*args)
-    except DeviceBioError as exc:
-        assert exc.reason is Reason.MALFORMED_DATA, exc
+    except ProtocolError as exc:
+        # a whole response whose devicebio extension alone is bad has its own reason
+        assert exc.reason in (ProtocolReason.MALFORMED_DATA, ProtocolReason.EXTENSION_INVALID), exc
         return None
 
 
@@ -148,7 +154,7 @@ def mutated_json(draw: st.DrawFn, obj: dict[str, Any]) -> Any:
             raw = bytearray(base64.urlsafe_b64decode(current + "=" * (-len(current) % 4)))
             if raw:
                 edited = draw(mutated(bytes(raw)))
-                return _replace(obj, path, wire.b64url_encode(edited))
+                return _replace(obj, path, protocol.b64url_encode(edited))
     if op == "add":
         target = _get(obj, path)
         if isinstance(target, dict):
@@ -170,12 +176,12 @@ def _get(obj: Any, path: tuple[Any, ...]) -> Any:
 @given(st.binary(max_size=400))
 def test_random_bytes(data):
     for parser in (
-        wire.parse_authenticator_data,
-        wire.parse_attestation_object,
-        wire.parse_client_data,
-        wire.ed25519_public_key_from_cose,
-        wire.parse_registration_json,
-        wire.parse_authentication_json,
+        protocol.parse_authenticator_data,
+        protocol.parse_attestation_object,
+        protocol.parse_client_data,
+        protocol.ed25519_public_key_from_cose,
+        protocol.parse_registration_json,
+        protocol.parse_authentication_json,
     ):
         _only_malformed(parser, data)
 
@@ -183,9 +189,9 @@ def test_random_bytes(data):
 @SETTINGS
 @given(st.text(max_size=200))
 def test_random_text(text):
-    _only_malformed(wire.b64url_decode, text)
-    _only_malformed(wire.parse_registration_json, text)
-    _only_malformed(wire.parse_authentication_json, text)
+    _only_malformed(protocol.b64url_decode, text)
+    _only_malformed(protocol.parse_registration_json, text)
+    _only_malformed(protocol.parse_authentication_json, text)
 
 
 @SETTINGS
@@ -193,25 +199,25 @@ def test_random_text(text):
 def test_random_cbor_objects(obj):
     _only_malformed(DevicebioExtension.from_cbor_obj, obj)
     _only_malformed(LivenessClaim.from_cbor_obj, obj)
-    _only_malformed(wire.ed25519_public_key_from_cose, obj if isinstance(obj, dict) else {})
+    _only_malformed(protocol.ed25519_public_key_from_cose, obj if isinstance(obj, dict) else {})
     try:
         encoded = cbor2.dumps(obj)
     except Exception:
         return
-    _only_malformed(wire.parse_attestation_object, encoded)
+    _only_malformed(protocol.parse_attestation_object, encoded)
     # As the extension inside otherwise well-formed authenticator data.
     raw = hashlib.sha256(RP.encode()).digest() + bytes([F.UP | F.UV | F.ED]) + b"\0\0\0\1"
-    ad = _only_malformed(wire.parse_authenticator_data, raw + encoded)
+    ad = _only_malformed(protocol.parse_authenticator_data, raw + encoded)
     if ad is not None:
-        _only_malformed(wire.devicebio_extension_of, ad)
+        _only_malformed(protocol.devicebio_extension_of, ad)
 
 
 @SETTINGS
 @given(json_values)
 def test_random_json(obj):
-    _only_malformed(wire.parse_registration_json, obj)
-    _only_malformed(wire.parse_authentication_json, obj)
-    _only_malformed(wire.parse_client_data, json.dumps(obj).encode())
+    _only_malformed(protocol.parse_registration_json, obj)
+    _only_malformed(protocol.parse_authentication_json, obj)
+    _only_malformed(protocol.parse_client_data, json.dumps(obj).encode())
 
 
 # ----------------------------------------------------------------- mutated real input
@@ -222,14 +228,14 @@ def test_random_json(obj):
 def test_mutated_binary_forms(sample, data):
     reg, assertion = sample["reg"], sample["assertion"]
     att = data.draw(mutated(reg.attestation_object))
-    _only_malformed(wire.parse_attestation_object, att)
+    _only_malformed(protocol.parse_attestation_object, att)
     ad = data.draw(mutated(assertion.authenticator_data))
-    parsed = _only_malformed(wire.parse_authenticator_data, ad)
+    parsed = _only_malformed(protocol.parse_authenticator_data, ad)
     if parsed is not None:
         assert bytes(parsed) == ad  # a parse is always of the exact received bytes
-        _only_malformed(wire.devicebio_extension_of, parsed)
+        _only_malformed(protocol.devicebio_extension_of, parsed)
     cd = data.draw(mutated(assertion.client_data_json))
-    parsed_cd = _only_malformed(wire.parse_client_data, cd)
+    parsed_cd = _only_malformed(protocol.parse_client_data, cd)
     if parsed_cd is not None:
         assert bytes(parsed_cd) == cd
 
@@ -237,9 +243,11 @@ def test_mutated_binary_forms(sample, data):
 @SETTINGS
 @given(st.data())
 def test_mutated_json_forms(sample, data):
-    _only_malformed(wire.parse_registration_json, data.draw(mutated_json(sample["reg"].to_json())))
     _only_malformed(
-        wire.parse_authentication_json, data.draw(mutated_json(sample["assertion"].to_json()))
+        protocol.parse_registration_json, data.draw(mutated_json(sample["reg"].to_json()))
+    )
+    _only_malformed(
+        protocol.parse_authentication_json, data.draw(mutated_json(sample["assertion"].to_json()))
     )
 
 
@@ -298,7 +306,7 @@ def test_verifier_raises_only_verifier_errors(sample, data):
         return
     # Only unsigned decoration may change and still verify.
     assert isinstance(result, VerifiedAssertion)
-    assert wire.parse_authentication_json(forged).authenticator_data == (
+    assert protocol.parse_authentication_json(forged).authenticator_data == (
         assertion.authenticator_data
     )
 
@@ -334,15 +342,15 @@ def test_extension_round_trip(method, liveness, model, device_id):
     )
     encoded = cbor.encode(ext.to_extensions())
     raw = hashlib.sha256(RP.encode()).digest() + bytes([F.UP | F.ED]) + b"\0\0\0\7" + encoded
-    parsed = wire.parse_authenticator_data(raw)
-    assert wire.devicebio_extension_of(parsed) == ext
+    parsed = protocol.parse_authenticator_data(raw)
+    assert protocol.devicebio_extension_of(parsed) == ext
 
 
 @SETTINGS
 @given(st.binary(max_size=200))
 def test_b64url_round_trip(data):
-    text = wire.b64url_encode(data)
-    assert "=" not in text and wire.b64url_decode(text) == data
+    text = protocol.b64url_encode(data)
+    assert "=" not in text and protocol.b64url_decode(text) == data
 
 
 # ----------------------------------------------------------------- strictness, case by case
@@ -373,9 +381,9 @@ def _ad(extension_cbor: bytes, flags: int = F.UP | F.UV | F.ED) -> bytes:
     ],
 )
 def test_non_canonical_authenticator_data_is_refused(label, raw):
-    with pytest.raises(DeviceBioError) as info:
-        wire.parse_authenticator_data(raw)
-    assert info.value.reason is Reason.MALFORMED_DATA, label
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse_authenticator_data(raw)
+    assert info.value.reason is ProtocolReason.MALFORMED_DATA, label
 
 
 @pytest.mark.parametrize(
@@ -383,9 +391,9 @@ def test_non_canonical_authenticator_data_is_refused(label, raw):
     ["AA==", "A", "AB", "a+b/", "AAA ", "AAF", "Zg=", "\u00e9"],  # AB / AAF: non-zero pad bits
 )
 def test_non_canonical_base64url_is_refused(text):
-    with pytest.raises(DeviceBioError) as info:
-        wire.b64url_decode(text)
-    assert info.value.reason is Reason.MALFORMED_DATA
+    with pytest.raises(ProtocolError) as info:
+        protocol.b64url_decode(text)
+    assert info.value.reason is ProtocolReason.MALFORMED_DATA
 
 
 @pytest.mark.parametrize(
@@ -402,28 +410,28 @@ def test_non_canonical_base64url_is_refused(text):
     ],
 )
 def test_strict_client_data(raw):
-    with pytest.raises(DeviceBioError) as info:
-        wire.parse_client_data(raw)
-    assert info.value.reason is Reason.MALFORMED_DATA
+    with pytest.raises(ProtocolError) as info:
+        protocol.parse_client_data(raw)
+    assert info.value.reason is ProtocolReason.MALFORMED_DATA
 
 
 def test_extension_never_carries_a_score_template_or_image():
     obj = FACE.extension().to_cbor_obj()
     for extra in ("score", "template", "image", "embedding"):
-        with pytest.raises(DeviceBioError) as info:
+        with pytest.raises(ProtocolError) as info:
             DevicebioExtension.from_cbor_obj({**obj, extra: b"\x00"})
-        assert info.value.reason is Reason.MALFORMED_DATA
+        assert info.value.reason is ProtocolReason.MALFORMED_DATA
     assert set(obj) <= {"v", "m", "l", "md", "a", "d", "s"}
 
 
 def test_liveness_kind_none_cannot_pass():
-    with pytest.raises(DeviceBioError) as info:
+    with pytest.raises(ProtocolError) as info:
         LivenessClaim("none", True)
-    assert info.value.reason is Reason.INVALID_ARGUMENT
+    assert info.value.reason is ProtocolReason.INVALID_ARGUMENT
     obj = {"k": "none", "p": True, "f": 0}
-    with pytest.raises(DeviceBioError) as info:
+    with pytest.raises(ProtocolError) as info:
         LivenessClaim.from_cbor_obj(obj)
-    assert info.value.reason is Reason.MALFORMED_DATA
+    assert info.value.reason is ProtocolReason.MALFORMED_DATA
 
 
 def test_bool_is_not_an_int_and_int_is_not_a_bool():
@@ -433,13 +441,13 @@ def test_bool_is_not_an_int_and_int_is_not_a_bool():
         {**obj, "l": {**obj["l"], "p": 1}},
         {**obj, "l": {**obj["l"], "f": False}},
     ):
-        with pytest.raises(DeviceBioError):
+        with pytest.raises(ProtocolError):
             DevicebioExtension.from_cbor_obj(bad)
 
 
 # ----------------------------------------------------------------- versioned test vector
 
-VECTOR = Path(__file__).parent / "vectors" / "webauthn-v1.json"
+VECTOR = Path(__file__).parent.parent / "vectors" / "webauthn-v1.json"
 
 
 def test_versioned_vector_still_verifies():
@@ -456,7 +464,7 @@ def test_versioned_vector_still_verifies():
         expected_rp_id=vec["rp_id"],
         store=store,
         user=vec["user"],
-        user_handle=wire.b64url_decode(vec["user_handle_b64url"]),
+        user_handle=protocol.b64url_decode(vec["user_handle_b64url"]),
     )
     assert registered.device_id is not None
     for case in vec["assertions"]:
@@ -477,7 +485,7 @@ def test_versioned_vector_still_verifies():
         assert result.model == want["model"]
         assert result.assurance.value == want["assurance"]
         # And the raw wire layout of the extension is what the v1 schema says.
-        ad = wire.parse_authentication_json(case["credential"]).authenticator_data
+        ad = protocol.parse_authentication_json(case["credential"]).authenticator_data
         assert set(ad.extensions) == {"devicebio"}
         assert set(ad.extensions["devicebio"]) <= {"v", "m", "l", "md", "a", "d", "s"}
 
@@ -487,7 +495,7 @@ def test_importing_verifier_pulls_in_no_vision_stack():
     import sys
 
     code = (
-        "import sys, verifier, devicebio.wire; "
+        "import sys, verifier, devicebio.protocol; "
         "heavy = [m for m in ('numpy', 'cv2', 'onnxruntime') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
@@ -509,7 +517,9 @@ def test_versioned_vector_verifies_with_python_fido2():
 
     vec = json.loads(VECTOR.read_text())
     server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=vec["rp_id"]))
-    user = PublicKeyCredentialUserEntity(id=wire.b64url_decode(vec["user_handle_b64url"]), name="a")
+    user = PublicKeyCredentialUserEntity(
+        id=protocol.b64url_decode(vec["user_handle_b64url"]), name="a"
+    )
     _, state = server.register_begin(
         user, challenge=bytes.fromhex(vec["registration"]["challenge_hex"])
     )
@@ -553,8 +563,8 @@ def test_authenticator_data_with_non_text_keys_needs_fido2_canonical_order(
 ) -> None:
     header = b"\x11" * 32 + bytes([0x85]) + (1).to_bytes(4, "big")
     good = header + cbor.encode(ext)
-    assert bytes(wire.parse_authenticator_data(good)) == good
+    assert bytes(protocol.parse_authenticator_data(good)) == good
     other = header + cbor2.dumps(ext, canonical=True)
     if other != good:
-        with pytest.raises(DeviceBioError):
-            wire.parse_authenticator_data(other)
+        with pytest.raises(ProtocolError):
+            protocol.parse_authenticator_data(other)

@@ -1,0 +1,112 @@
+"""The challenge-bound liveness plan.
+
+The device derives its prompt sequence from the RP's challenge and the verifier recomputes
+it, so both sides must agree bit for bit: integers (milliseconds) only, stdlib only.
+
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from devicebio.protocol.encoding import invalid
+
+LIVENESS_KIND = "active-challenge"
+_PLAN_DOMAIN = b"devicebio/liveness/v1\0"
+_HASH_DOMAIN = b"devicebio/liveness-sequence/v1\0"
+# Delays are drawn in [0.4, 1.6] s in 10 ms steps: a recording made for another challenge
+# cannot line its responses up with a fresh plan's prompts.
+_DELAY_MIN_MS = 400
+_DELAY_STEPS = 201  # delays 0.4-2.4 s: a recording rarely lines up with a fresh plan
+_WINDOW_MS = 3000
+_MAX_STEPS = 16
+_MAX_CHALLENGE = 1024
+
+
+class Prompt(enum.StrEnum):
+    """What the user is asked to do. Directions are the SUBJECT's own (see
+    :func:`devicebio.vision.mesh.head_pose`): turn_left is positive yaw in an unmirrored frame,
+    look_up is positive pitch, both relative to the subject's own neutral pose."""
+
+    TURN_LEFT = "turn_left"
+    TURN_RIGHT = "turn_right"
+    LOOK_UP = "look_up"
+    BLINK = "blink"
+
+
+_PROMPTS = tuple(Prompt)
+
+
+@dataclass(frozen=True)
+class PromptStep:
+    """One prompt: shown ``delay_s`` after the previous step completed (or after the
+    session's neutral baseline), answered within ``window_s`` of being shown."""
+
+    prompt: Prompt
+    delay_s: float
+    window_s: float
+
+
+def _check_challenge(challenge: object) -> bytes:
+    if not isinstance(challenge, bytes | bytearray) or not 1 <= len(challenge) <= _MAX_CHALLENGE:
+        invalid(f"challenge must be 1..{_MAX_CHALLENGE} bytes")
+    return bytes(challenge)
+
+
+def liveness_plan(challenge: bytes, *, steps: int = 5) -> tuple[PromptStep, ...]:
+    """The prompt sequence for ``challenge``: deterministic, so the verifier recomputes it.
+
+    Five steps by default: with four, a fresh plan repeated a recorded session's prompt order
+    about 1% of the time (measured), which is the whole of a replay attack's chance; five
+    steps and delays spread over 2 s make that both rarer and a timing mismatch likelier.
+
+    Drawn from SHA-256("devicebio/liveness/v1\\0" || challenge) (expanded by counter); no
+    prompt twice in a row, and at least one head turn (the flat-surface parallax test needs
+    one) whenever ``steps`` >= 2.
+    """
+    data = _check_challenge(challenge)
+    if type(steps) is not int or not 1 <= steps <= _MAX_STEPS:
+        invalid(f"steps must be an int in 1..{_MAX_STEPS}")
+    seed = hashlib.sha256(_PLAN_DOMAIN + data).digest()
+    for attempt in range(256):
+        stream = hashlib.sha256(seed + struct.pack(">I", attempt)).digest()
+        stream += hashlib.sha256(stream).digest()
+        plan: list[PromptStep] = []
+        previous: Prompt | None = None
+        for i in range(steps):
+            pick, delay = stream[2 * i], stream[2 * i + 1] * 256 + stream[32 + i]
+            choices = [p for p in _PROMPTS if p is not previous]
+            prompt = choices[pick % len(choices)]
+            delay_ms = _DELAY_MIN_MS + delay % _DELAY_STEPS * 10
+            plan.append(PromptStep(prompt, delay_ms / 1000.0, _WINDOW_MS / 1000.0))
+            previous = prompt
+        turns = {Prompt.TURN_LEFT, Prompt.TURN_RIGHT}
+        if steps < 2 or any(s.prompt in turns for s in plan):
+            return tuple(plan)
+    raise AssertionError("unreachable: 256 draws without a head turn")  # pragma: no cover
+
+
+def liveness_sequence_hash(challenge: bytes, plan: Sequence[PromptStep]) -> bytes:
+    """32-byte SHA-256 over a canonical encoding of the challenge and the plan.
+
+    Encoding: domain || u16 len(challenge) || challenge || u8 n || n x (u8 len(prompt) ||
+    prompt ASCII || u32 delay_ms || u32 window_ms), big-endian; times rounded to milliseconds.
+    """
+    data = _check_challenge(challenge)
+    if not isinstance(plan, Sequence) or not 1 <= len(plan) <= _MAX_STEPS:
+        invalid(f"plan must be a sequence of 1..{_MAX_STEPS} PromptStep")
+    out = bytearray(_HASH_DOMAIN)
+    out += struct.pack(">H", len(data)) + data + struct.pack(">B", len(plan))
+    for step in plan:
+        if not isinstance(step, PromptStep):
+            invalid("plan must hold PromptStep")
+        name = Prompt(step.prompt).value.encode("ascii")
+        times = [round(float(t) * 1000.0) for t in (step.delay_s, step.window_s)]
+        if not all(0 <= t < 2**32 for t in times):
+            invalid("prompt times out of range")
+        out += struct.pack(">B", len(name)) + name + struct.pack(">II", *times)
+    return hashlib.sha256(bytes(out)).digest()
