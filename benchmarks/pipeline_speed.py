@@ -93,7 +93,6 @@ def _cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-
 class _FrameReader:
     """Reads frame i of the raw (n, 480, 640, 3) uint8 file; one frame in memory at a time."""
 
@@ -131,7 +130,6 @@ Runner = Any  # frame -> (status, detector used, stage timings, embedding or Non
 LEVERS: dict[str, dict[str, Any]] = {
     "no-mirror": {"doc": "embed the chip only (no mirror average)", "no_mirror": True},
     "mirror-2-runs": {"doc": "chip and mirror as two runs of 1, not one batch of 2", "split": True},
-    "resnet-fp32": {"doc": "the fp32 ResNet instead of the int8 one", "embedder": "fp32"},
     "resnet-threads-1": {"doc": "ResNet on 1 intra-op thread", "resnet_threads": 1},
     "detect-threads-2": {"doc": "BlazeFace on 2 intra-op threads", "detect_threads": 2},
     "opt-basic": {"doc": "onnxruntime graph optimisation BASIC (not ALL)", "opt": "basic"},
@@ -460,7 +458,8 @@ class _Worker:
         tmp: Path,
         lever: str = "",
     ) -> None:
-        self.tag = kind if kind == "dlib" else f"devicebio-{detector}" + (f"-{lever}" if lever else "")
+        suffix = f"-{lever}" if lever else ""
+        self.tag = kind if kind == "dlib" else f"devicebio-{detector}{suffix}"
         self.out, self.emb = tmp / f"{self.tag}.json", tmp / f"{self.tag}.npy"
         cmd = [
             sys.executable,
