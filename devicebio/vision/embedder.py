@@ -50,7 +50,7 @@ class Embedder:
     """Turns aligned face chips into 128-D embeddings.
 
     ``session`` is an ``onnxruntime.InferenceSession`` of the graph made by
-    ``devicebio.vision._build_resnet.build_resnet_onnx`` (see ``devicebio.vision._ort
+    ``devicebio.vision.build.resnet.build_resnet_onnx`` (see ``devicebio.vision._ort
     .make_session``); creating it is left to the caller so that one session, with its thread
     settings, can be shared.
 

