@@ -380,7 +380,7 @@ def test_vault_records_are_usable_by_the_code_that_reads_them(tmp_path: Path) ->
 
 
 def test_vault_face_records_hold_the_protected_synthetic_templates(tmp_path: Path) -> None:
-    np = pytest.importorskip("numpy")
+    np = pytest.importorskip("numpy", reason="protected face templates need the [device] extra")
     from devicebio.authenticator import CONSENT, FACE, FACE_KEY, Authenticator
     from devicebio.protect import TemplateKey
 

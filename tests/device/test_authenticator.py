@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+np = pytest.importorskip("numpy", reason="the device tests need the [device] extra (numpy)")
 
 cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] extra")
 

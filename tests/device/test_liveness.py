@@ -11,17 +11,18 @@ import itertools
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from devicebio.protocol import (
+np = pytest.importorskip("numpy", reason="the device tests need the [device] extra (numpy)")
+
+from devicebio.protocol import (  # noqa: E402
     LIVENESS_KIND,
     Prompt,
     PromptStep,
     liveness_plan,
     liveness_sequence_hash,
 )
-from devicebio.sources import StaticFrames
+from devicebio.sources import StaticFrames  # noqa: E402
 
 cv2 = pytest.importorskip("cv2", reason="liveness needs the [device] extra")
 

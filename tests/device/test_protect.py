@@ -5,14 +5,16 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from devicebio.errors import DeviceBioError, Reason
-from devicebio.protect import ALGORITHM, DIM, TemplateKey
-from devicebio.store.vault import RawKey, Vault
+np = pytest.importorskip("numpy", reason="the device tests need the [device] extra (numpy)")
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from devicebio.errors import DeviceBioError, Reason  # noqa: E402
+from devicebio.protect import ALGORITHM, DIM, TemplateKey  # noqa: E402
+from devicebio.store.vault import RawKey, Vault  # noqa: E402
 
 SEED = bytes(range(32))
 ZERO = np.zeros(DIM, np.float32)

@@ -12,19 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
-from soft_ctap2 import SoftCtap2Key
 
-from devicebio.authenticator import Authenticator
-from devicebio.errors import DeviceBioError, Reason
-from devicebio.fallback import AttemptPolicy
-from devicebio.fallback.security_key import KIND, RP_ID, SecurityKeyFallback, find_security_keys
-from devicebio.hazmat.credentials import UserVerification
-from devicebio.outcome import OutcomeCode
-from devicebio.protocol import LivenessClaim, Method
-from devicebio.store.vault import RawKey, Vault
+np = pytest.importorskip("numpy", reason="the device tests need the [device] extra (numpy)")
+
+from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction  # noqa: E402
+from soft_ctap2 import SoftCtap2Key  # noqa: E402
+
+from devicebio.authenticator import Authenticator  # noqa: E402
+from devicebio.errors import DeviceBioError, Reason  # noqa: E402
+from devicebio.fallback import AttemptPolicy  # noqa: E402
+from devicebio.fallback.security_key import KIND, RP_ID, SecurityKeyFallback, find_security_keys  # noqa: E402
+from devicebio.hazmat.credentials import UserVerification  # noqa: E402
+from devicebio.outcome import OutcomeCode  # noqa: E402
+from devicebio.protocol import LivenessClaim, Method  # noqa: E402
+from devicebio.store.vault import RawKey, Vault  # noqa: E402
 
 # Dedicated reasons are proposed for devicebio.errors; until they land the module uses the
 # nearest existing ones, and so do these tests.
