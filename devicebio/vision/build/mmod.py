@@ -377,8 +377,12 @@ def _graph(parsed: _Parsed) -> onnx.GraphProto:
     nodes[-1].output[0] = MMOD_OUTPUT_NAME
 
     k = len(parsed.options["windows"])
-    inp = helper.make_tensor_value_info(MMOD_INPUT_NAME, TensorProto.FLOAT, [1, "height", "width", 3])
-    out = helper.make_tensor_value_info(MMOD_OUTPUT_NAME, TensorProto.FLOAT, [1, k, "out_h", "out_w"])
+    inp = helper.make_tensor_value_info(
+        MMOD_INPUT_NAME, TensorProto.FLOAT, [1, "height", "width", 3]
+    )
+    out = helper.make_tensor_value_info(
+        MMOD_OUTPUT_NAME, TensorProto.FLOAT, [1, k, "out_h", "out_w"]
+    )
     return helper.make_graph(nodes, "mmod_human_face_detector", [inp], [out], inits)
 
 

@@ -10,8 +10,8 @@ them), so the whole file is decoded as a single integer stream and then cut up b
 
 The output is the small self-describing binary file described in
 :mod:`devicebio.vision.formats`, which :mod:`devicebio.vision.landmarks` maps straight onto
-numpy arrays. The same ``.dat`` always gives the same bytes. Anything truncated, corrupt or not a shape predictor raises
-``DeviceBioError(Reason.MODEL_BUILD_FAILED)``.
+numpy arrays. The same ``.dat`` always gives the same bytes. Anything truncated, corrupt or
+not a shape predictor raises ``DeviceBioError(Reason.MODEL_BUILD_FAILED)``.
 """
 
 from __future__ import annotations
