@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from devicebio import decision
-from devicebio.authenticator import AuthPolicy
-from devicebio.errors import DeviceBioError, Reason
-from devicebio.vision.models import MODELS
+np = pytest.importorskip("numpy", reason="the device tests need the [device] extra (numpy)")
+
+
+from devicebio import decision  # noqa: E402
+from devicebio.authenticator import AuthPolicy  # noqa: E402
+from devicebio.errors import DeviceBioError, Reason  # noqa: E402
+from devicebio.vision.models import MODELS  # noqa: E402
 
 
 def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
