@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.hazmat.atomic import atomic_write
+from devicebio.protocol.files import atomic_write
 
 if TYPE_CHECKING:
     from devicebio.vision.models import ModelSpec, SourceWheel
