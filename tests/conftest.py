@@ -40,6 +40,22 @@ def pipeline():
     return FacePipeline()
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Says up front which PostgreSQL the store suite will start, and whether it must."""
+    import subprocess
+
+    from helpers.postgres import REQUIRE_ENV, find_bindir, required
+
+    bindir = find_bindir()
+    must = f"{REQUIRE_ENV}=1: must run" if required() else "skips if absent"
+    if bindir is None:
+        return f"postgresql: no server binaries found ({must})"
+    version = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"postgresql: {version} in {bindir} ({must})"
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """One throwaway PostgreSQL cluster for the whole run (see tests/helpers/postgres.py).

@@ -3,8 +3,10 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -784,6 +786,47 @@ def test_postgres_server_restart_fails_closed_then_recovers(pg_backend) -> None:
     assert set(outcomes[:1]) <= {Reason.STORAGE, ("alice", "authenticate", 1e12, True)}
     # What was committed before the crash survived it.
     assert s.get_credential(b"cred-1").sign_count == 9
+
+
+def _hold_and_hang(url: str, ready: Any) -> None:
+    """A verifier that commits one burn, then stops for ever inside its next transaction."""
+    s = open_store(url)
+    assert s.use_challenge(b"a" * 32) is not None
+    with s.atomic():
+        assert s.use_challenge(b"b" * 32) is not None
+        s.audit("never committed")
+        ready.set()
+        time.sleep(600)
+
+
+def test_a_verifier_killed_inside_a_transaction_loses_only_the_uncommitted(backend) -> None:
+    with backend.open() as s:
+        for v in (b"a" * 32, b"b" * 32):
+            s.insert_challenge(v, "alice", "authenticate", 1e12)
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold_and_hang, args=(backend.url, ready))
+    proc.start()
+    try:
+        assert ready.wait(60)
+        survivor = backend.open()
+        waited: list[object] = []
+        # A rival waits on the killed verifier's lock (SQLite's write lock, PostgreSQL's row
+        # lock)...
+        rival = threading.Thread(target=lambda: waited.append(survivor.use_challenge(b"b" * 32)))
+        rival.start()
+        rival.join(0.3)
+        assert rival.is_alive() and waited == []
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL
+    # ... and gets it when the process dies: its open transaction is gone (the caller was
+    # never answered), what it had committed stays, and the survivor keeps serving.
+    rival.join(30)
+    assert waited == [("alice", "authenticate", 1e12, False)]
+    assert survivor.use_challenge(b"a" * 32) == ("alice", "authenticate", 1e12, True)
+    assert survivor.audit_events() == []
 
 
 # -- durability ---------------------------------------------------------------------------
