@@ -668,6 +668,21 @@ def test_atomic_nested_blocks_join_the_outer_transaction(backend) -> None:
         assert [e[1] for e in other.audit_events()] == ["one", "two"]
 
 
+def test_audit_inside_atomic_is_read_back_inside_it(backend) -> None:
+    with backend.open() as s, backend.open() as other:
+        s.audit("before")
+        with s.atomic():
+            s.audit("inside")
+            assert [e[1] for e in s.audit_events()] == ["before", "inside"]
+            assert other.audit_events()[-1][1] == "before"
+            s.audit("late")
+        assert [e[1] for e in other.audit_events()] == ["before", "inside", "late"]
+        with s.atomic():
+            s.audit("purged with the rest")
+            assert s.purge_audit(1e12) == 4
+        assert s.audit_events() == []
+
+
 def test_failed_call_inside_atomic_undoes_only_itself(backend) -> None:
     with backend.open() as s:
         s.set_revocation_state(5, b"five")
