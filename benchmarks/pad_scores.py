@@ -10,8 +10,9 @@ Printed (aggregates only; no per-frame score leaves the process):
 
 - per clip: frames scored, median and 10th/90th percentile of each score;
 - a DET table per score: APCER (attack frames scored live, score >= t) and BPCER (bona fide
-  frames scored attack, score < t), each with its Wilson 95% interval, at fixed thresholds,
-  plus the equal-error point; at frame level and at clip level (a clip's median score);
+  frames scored attack, score < t), each with its exact (Clopper-Pearson) 95% interval, at
+  fixed thresholds, plus the equal-error point; at frame level and at clip level (a clip's
+  median score);
 - the same for each recapture source against all genuine clips.
 
 Frames of one clip are strongly correlated: the frame-level intervals are too narrow, and
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import platform
 from collections import defaultdict
@@ -60,20 +60,25 @@ class Clip:
         return self.label != "bona_fide"
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
+# Clips of the shared videos that show the same person (its README): one person, two clips.
+SAME_PERSON = {
+    "webcam_timo_smile": "timo",
+    "webcam_timo_nosmile": "timo",
+    "webcam_talk_clm_cap12": "clm",
+    "webcam_talk_clm_cap13": "clm",
+}
+
+
+def interval(k: int, n: int) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) 95% interval of k errors in n trials."""
+    from devicebio.evaluation.metrics import clopper_pearson
+
+    return clopper_pearson(k, n) if n else (0.0, 1.0)
 
 
 def clips_from(recaptures: Path, video_dir: Path) -> list[Clip]:
     clips = [
-        Clip("shared-genuine", p, "bona_fide", p.stem)
+        Clip("shared-genuine", p, "bona_fide", SAME_PERSON.get(p.stem, p.stem))
         for p in sorted(video_dir.iterdir())
         if p.suffix.lower() in VIDEO_SUFFIXES
     ]
@@ -164,8 +169,8 @@ def _det(bona: np.ndarray, attack: np.ndarray, unit: str) -> None:
     print(f"  {'t':>5s}  {'APCER':>7s} {'95% CI':>15s}   {'BPCER':>7s} {'95% CI':>15s}")
     for t in THRESHOLDS:
         ka, kb = int(np.sum(attack >= t)), int(np.sum(bona < t))
-        la, ha = wilson(ka, len(attack))
-        lb, hb = wilson(kb, len(bona))
+        la, ha = interval(ka, len(attack))
+        lb, hb = interval(kb, len(bona))
         print(
             f"  {t:5.2f}  {ka / len(attack):7.1%} [{la:6.1%},{ha:6.1%}]   "
             f"{kb / len(bona):7.1%} [{lb:6.1%},{hb:6.1%}]"
@@ -198,7 +203,7 @@ def print_det(clips: list[Clip], title: str) -> None:
         f"\n## {title}\n  bona fide: {len(bona_clips)} clips, "
         f"{sum(len(c.scores['fused']) for c in bona_clips)} frames; attacks: {len(attack_clips)} "
         f"clips, {sum(len(c.scores['fused']) for c in attack_clips)} frames, {len(screens)} "
-        f"screen(s), {len(sources)} source(s); {len(people)} distinct clip owners (people)"
+        f"screen(s), {len(sources)} source(s); {len(people)} distinct people"
     )
     for score in SCORES:
         bona = np.concatenate([c.scores[score] for c in bona_clips if c.scores[score]])
