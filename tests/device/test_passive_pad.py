@@ -1,0 +1,95 @@
+"""The passive PAD plugged into liveness: real frames, real models, verdicts without scores."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devicebio.errors import DeviceBioError, Reason
+from devicebio.liveness.passive import PassivePadDetector
+from devicebio.sources import Frame
+
+cv2 = pytest.importorskip("cv2", reason="the passive PAD needs the [device] extra")
+
+
+def _clip(path: Path, every: int, limit: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out, i = [], 0
+    while len(out) < limit:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        i += 1
+    cap.release()
+    assert out, path
+    return out
+
+
+def _session(pipeline, rgbs: list[np.ndarray]) -> tuple[list[Frame], list]:
+    frames = [Frame(rgb=rgb, timestamp=i / 30.0) for i, rgb in enumerate(rgbs)]
+    faces = []
+    for f in frames:
+        found, _ = pipeline.detect(f.rgb)
+        faces.append(found[0][0] if found else None)
+    return frames, faces
+
+
+@pytest.fixture(scope="module")
+def detector() -> PassivePadDetector:
+    return PassivePadDetector(threads=1)
+
+
+@pytest.mark.needs_video
+@pytest.mark.parametrize(
+    "clip", ["webcam_talk_clm_cap12.mp4", "selfie_headturn_lrud_tvl.mp4", "grid_swiz3n.mpg"]
+)
+def test_genuine_footage_passes(detector, pipeline, video_dir: Path, clip: str) -> None:
+    frames, faces = _session(pipeline, _clip(video_dir / clip, every=6, limit=24))
+    verdict = detector.assess(frames, faces)
+    assert verdict.passed, clip
+    assert verdict.kind == "passive" and verdict.name == "minifasnet"
+    # the detail says which models ran on how many frames, and carries no score
+    assert all(m in verdict.detail for m in detector.model_ids)
+    assert not re.search(r"\d\.\d", verdict.detail.split(";", 1)[1])
+
+
+def test_screen_replays_are_refused(detector, pipeline) -> None:
+    folder = Path(os.environ.get("DEVICEBIO_RECAPTURES", "/work/data/recaptures"))
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(
+            f"no recaptures at {folder} (set DEVICEBIO_RECAPTURES; docs/data-recaptures.md)"
+        )
+    with manifest.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] == "screen_replay"]
+    videos = [r for r in rows if not r["file"].endswith((".jpg", ".png"))]
+    assert videos
+    for row in videos:
+        frames, faces = _session(pipeline, _clip(folder / row["file"], every=6, limit=24))
+        verdict = detector.assess(frames, faces)
+        assert not verdict.passed, row["file"]
+
+
+def test_too_few_faces_fail_closed(detector) -> None:
+    frames = [Frame(rgb=np.zeros((120, 160, 3), np.uint8), timestamp=i / 30) for i in range(8)]
+    verdict = detector.assess(frames, [None] * 8)
+    assert not verdict.passed and "too few" in verdict.detail
+
+
+def test_arguments_are_checked() -> None:
+    class Stub:
+        model_ids = ("m@0",)
+
+    for bad in (0.0, 1.0, -1.0):
+        with pytest.raises(DeviceBioError) as err:
+            PassivePadDetector(Stub(), threshold=bad)
+        assert err.value.reason is Reason.INVALID_ARGUMENT
+    with pytest.raises(DeviceBioError):
+        PassivePadDetector(Stub(), min_frames=5, max_frames=4)
