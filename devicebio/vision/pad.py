@@ -28,10 +28,41 @@ import numpy as np
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.vision._checks import check_image
 from devicebio.vision._ort import make_session
-from devicebio.vision.build.minifasnet import INPUT_SIZE, LIVE_CLASS, PAD_MODELS, PadModelSource
 from devicebio.vision.types import Detection
 
 PAD_DIR: Final = Path(__file__).resolve().parent.parent / "models" / "pad"
+INPUT_SIZE: Final = 80
+LIVE_CLASS: Final = 1  # classes: 0 print, 1 live, 2 replay
+
+
+@dataclass(frozen=True)
+class PadModelSource:
+    name: str  # our name; also the ONNX file's stem
+    checkpoint: str  # upstream file name in resources/anti_spoof_models/
+    scale: float  # the face box is enlarged this much before the 80x80 resize
+    checkpoint_sha256: str
+    onnx_sha256: str
+
+
+PAD_MODELS: Final[dict[str, PadModelSource]] = {
+    m.name: m
+    for m in (
+        PadModelSource(
+            name="minifasnet_v2_s2.7",
+            checkpoint="2.7_80x80_MiniFASNetV2.pth",
+            scale=2.7,
+            checkpoint_sha256="a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
+            onnx_sha256="c1ddc41386e64a219dd0562daaf369439c17ea65ced826c4c440499c0a144be5",
+        ),
+        PadModelSource(
+            name="minifasnet_v1se_s4.0",
+            checkpoint="4_0_0_80x80_MiniFASNetV1SE.pth",
+            scale=4.0,
+            checkpoint_sha256="84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
+            onnx_sha256="851e1cff6c6efc3f1f534c5c8547f8fac1a9fee2b65ae8970602bd6b3172cadd",
+        ),
+    )
+}
 
 # BlazeFace's box (types.Detection.box) -> the box upstream's own detector (a RetinaFace
 # Caffe model) draws on the same frame: theirs is this much wider / taller, its centre this

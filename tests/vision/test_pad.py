@@ -221,3 +221,21 @@ def test_moire_score_sees_a_pixel_grid() -> None:
     assert s_plain is not None and s_screen is not None
     assert s_screen > s_plain + 1.0
     assert pad.moire_score(plain, (10.0, 10.0, 30.0, 30.0)) is None  # too small to measure
+
+
+def test_the_runtime_never_imports_the_converter() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from devicebio.liveness.passive import PassivePadDetector\n"
+        "PassivePadDetector(threads=1)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('devicebio.vision.build')\n"
+        "             or m.split('.')[0] in ('onnx', 'torch')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
