@@ -34,12 +34,14 @@ from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
 from devicebio.protocol import LivenessClaim, Method, PromptStep
 from devicebio.sources import Frame, FrameSource
+from devicebio.store.records import Kind, check_consent, check_face
 from devicebio.store.vault import Vault
 
 if TYPE_CHECKING:
     from devicebio.liveness import ActiveLiveness
 
-FACE, FACE_KEY, CONSENT = "face", "face_key", "consent"
+# record kinds (all of them are listed in devicebio.store.records)
+FACE, FACE_KEY, CONSENT = Kind.FACE, Kind.FACE_KEY, Kind.CONSENT
 FALLBACKS = ("pin", "recovery", "security-key")
 _DAY = 86_400.0
 
@@ -290,15 +292,15 @@ class Authenticator:
         return good, seen, dict(rejected)
 
     def _templates(self, user: str) -> tuple[TemplateKey, np.ndarray]:
-        record = self._record(FACE, user)
-        if record.get("expires_at", 0) <= self._clock():
+        record = check_face(self._record(FACE, user))
+        if record["expires_at"] <= self._clock():
             self.remove(user)
             raise DeviceBioError(
                 Reason.NOT_ENROLLED,
                 f"{user}'s enrolment passed its retention period and was deleted",
                 hint="enrol again",
             )
-        if record.get("model") != self.pipeline.model_id:
+        if record["model"] != self.pipeline.model_id:
             raise DeviceBioError(
                 Reason.NOT_ENROLLED,
                 f"{user} was enrolled with another face model",
@@ -363,17 +365,17 @@ class Authenticator:
     def users(self) -> list[EnrolledUser]:
         out = []
         for rid in self.vault.ids(FACE):
-            record = self._record(FACE, rid, rid=rid)
+            record = check_face(self._record(FACE, rid, rid=rid))
             has_consent = self.vault.exists(CONSENT, rid)
-            consent = self._record(CONSENT, rid, rid=rid) if has_consent else {}
+            consent = check_consent(self._record(CONSENT, rid, rid=rid)) if has_consent else None
             out.append(
                 EnrolledUser(
-                    user=str(record.get("user")),
-                    templates=len(record.get("templates", [])),
-                    model=str(record.get("model")),
-                    enrolled_at=float(record.get("enrolled_at", 0)),
-                    expires_at=float(record.get("expires_at", 0)),
-                    purpose=str(consent.get("purpose", "")),
+                    user=record["user"],
+                    templates=len(record["templates"]),
+                    model=record["model"],
+                    enrolled_at=float(record["enrolled_at"]),
+                    expires_at=float(record["expires_at"]),
+                    purpose=consent["purpose"] if consent else "",
                 )
             )
         return out
@@ -381,7 +383,7 @@ class Authenticator:
     def renew(self, user: str) -> None:
         """Re-key the user's templates: copies stored under the old key no longer match."""
         old_key, templates = self._templates(user)
-        record = self._record(FACE, user)
+        record = check_face(self._record(FACE, user))
         new_key = TemplateKey.new()
         renewed = old_key.rekey_to(new_key, templates)
         self.vault.put(FACE_KEY, _check_user(user), new_key.to_record())

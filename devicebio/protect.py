@@ -47,11 +47,10 @@ Why the matrix comes from SHAKE-256 and not ``numpy.random``:
 Use::
 
     key = TemplateKey.new()                          # at enrolment
-    vault.put("template-key", enrolment_id, key.to_record())
-    vault.put("template", enrolment_id, key.protect(embeddings).tobytes())
+    templates = key.protect(embeddings)              # stored; key.to_record() beside them
     ...
-    key = TemplateKey.from_record(vault.get("template-key", enrolment_id))
-    d = best_distance(key.protect(probe), templates)   # authentication, same thresholds
+    key = TemplateKey.from_record(stored_key_record)
+    probes = key.protect(probe_embeddings)           # authentication, same thresholds
     ...
     new = TemplateKey.new()                          # renewal without the face
     templates = key.rekey_to(new, templates)         # then store both, drop the old key
@@ -68,12 +67,12 @@ import nacl.utils
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.store.records import FaceKeyBody, check_face_key
 
 DIM = 128
 SEED_SIZE = 32
 ALGORITHM = "haar-rotation+offset/shake256/v1"
 _DOMAIN = b"devicebio/template-key/haar-rotation+offset/v1\x00"
-_RECORD_KEYS = frozenset({"alg", "dim", "seed"})
 _MAX_ABS = 1e6
 
 
@@ -106,7 +105,7 @@ class TemplateKey:
 
     # ---- storage -------------------------------------------------------------------------
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self) -> FaceKeyBody:
         """A CBOR-encodable value for :meth:`devicebio.store.Vault.put` (it holds the seed)."""
         return {"alg": ALGORITHM, "dim": DIM, "seed": self._seed}
 
@@ -117,11 +116,8 @@ class TemplateKey:
         RECORD_CORRUPT for a malformed record, SCHEMA_UNSUPPORTED for a well-formed record of
         an algorithm or dimension this SDK does not know (e.g. written by a newer version).
         """
-        if not isinstance(obj, dict) or set(obj.keys()) != _RECORD_KEYS:
-            raise DeviceBioError(Reason.RECORD_CORRUPT, "template key record is malformed")
-        alg, dim, seed = obj["alg"], obj["dim"], obj["seed"]
-        if not isinstance(alg, str) or type(dim) is not int or not isinstance(seed, bytes):
-            raise DeviceBioError(Reason.RECORD_CORRUPT, "template key record has wrong types")
+        body = check_face_key(obj)
+        alg, dim, seed = body["alg"], body["dim"], body["seed"]
         if alg != ALGORITHM or dim != DIM:
             raise DeviceBioError(
                 Reason.SCHEMA_UNSUPPORTED, "template key record uses an unknown algorithm"

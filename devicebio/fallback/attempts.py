@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.store import records
+from devicebio.store.records import AttemptsBody
 from devicebio.store.vault import Vault
 
 
@@ -50,7 +52,7 @@ class AttemptStatus:
 class AttemptLimiter:
     """The persisted face-attempt state machine. Time is injectable for tests."""
 
-    KIND, ID = "attempts", "face"
+    KIND, ID = records.Kind.ATTEMPTS, records.FACE_ATTEMPTS_ID
 
     def __init__(
         self,
@@ -127,21 +129,12 @@ class AttemptLimiter:
             self.KIND, self.ID, {"failures": 0, "not_before": 0.0, "last_knowledge": self._clock()}
         )
 
-    def _state(self) -> dict:
+    def _state(self) -> AttemptsBody:
         if not self._vault.exists(self.KIND, self.ID):
-            if self._vault.ids("face"):
+            if self._vault.ids(records.Kind.FACE):
                 # Enrolment writes this record, so templates without it mean someone deleted
                 # the file to wipe a lockout (no key is needed to delete): fail closed.
                 return {"failures": self.policy.hard_cap, "not_before": 0.0, "last_knowledge": 0.0}
             # A new device counts as freshly knowledge-verified: enrolment needs the PIN.
             return {"failures": 0, "not_before": 0.0, "last_knowledge": self._clock()}
-        state = self._vault.get(self.KIND, self.ID)
-        ok = (
-            isinstance(state, dict)
-            and isinstance(state.get("failures"), int)
-            and isinstance(state.get("not_before"), int | float)
-            and isinstance(state.get("last_knowledge"), int | float)
-        )
-        if not ok:
-            raise DeviceBioError(Reason.RECORD_CORRUPT, "attempt-limit record is malformed")
-        return state
+        return records.check_attempts(self._vault.get(self.KIND, self.ID))

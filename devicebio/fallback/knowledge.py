@@ -18,6 +18,8 @@ import nacl.utils
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.hazmat.seal import SALT_SIZE, argon2id_key, subkey
+from devicebio.store import records
+from devicebio.store.records import PinBody
 from devicebio.store.vault import Vault
 
 PIN_MIN_LENGTH = 6
@@ -39,7 +41,7 @@ class Pin:
     """A device PIN with a retry counter; after ``max_failures`` wrong PINs it is blocked until a
     recovery code resets it (as a smart card's PUK does)."""
 
-    KIND, ID = "knowledge", "pin"
+    KIND, ID = records.Kind.KNOWLEDGE, records.PIN_ID
 
     def __init__(
         self,
@@ -59,7 +61,13 @@ class Pin:
         _check_pin_policy(pin)
         salt = nacl.utils.random(SALT_SIZE)
         digest = argon2id_key(pin.encode(), salt, self._ops, self._mem)
-        record = {"salt": salt, "ops": self._ops, "mem": self._mem, "hash": digest, "failures": 0}
+        record: PinBody = {
+            "salt": salt,
+            "ops": self._ops,
+            "mem": self._mem,
+            "hash": digest,
+            "failures": 0,
+        }
         self._vault.put(self.KIND, self.ID, record)
 
     def status(self) -> PinStatus:
@@ -96,7 +104,7 @@ class Pin:
                 record["failures"] = 0
                 self._vault.put(self.KIND, self.ID, record)
 
-    def _record(self) -> dict:
+    def _record(self) -> PinBody:
         try:
             record = self._vault.get(self.KIND, self.ID)
         except DeviceBioError as exc:
@@ -105,17 +113,7 @@ class Pin:
                     Reason.PIN_NOT_SET, "no PIN is set", hint="devicebio pin set"
                 ) from None
             raise
-        ok = (
-            isinstance(record, dict)
-            and isinstance(record.get("hash"), bytes)
-            and isinstance(record.get("salt"), bytes)
-            and isinstance(record.get("failures"), int)
-            and isinstance(record.get("ops"), int)
-            and isinstance(record.get("mem"), int)
-        )
-        if not ok:
-            raise DeviceBioError(Reason.RECORD_CORRUPT, "PIN record is malformed")
-        return record
+        return records.check_pin(record)
 
 
 def _check_pin_policy(pin: str) -> None:
@@ -134,7 +132,7 @@ class RecoveryCodes:
     secret) keeps an attacker holding only the files from testing guesses offline.
     """
 
-    KIND, ID = "knowledge", "recovery"
+    KIND, ID = records.Kind.KNOWLEDGE, records.RECOVERY_ID
 
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
@@ -163,11 +161,7 @@ class RecoveryCodes:
             self._vault.put(self.KIND, self.ID, {"unused": [h for h in unused if h != match[0]]})
 
     def _unused(self) -> list[bytes]:
-        record = self._vault.get(self.KIND, self.ID)
-        unused = record.get("unused") if isinstance(record, dict) else None
-        if not isinstance(unused, list) or not all(isinstance(h, bytes) for h in unused):
-            raise DeviceBioError(Reason.RECORD_CORRUPT, "recovery-code record is malformed")
-        return unused
+        return records.check_recovery(self._vault.get(self.KIND, self.ID))["unused"]
 
     def _hash(self, code: str) -> bytes:
         normalised = "".join(ch for ch in str(code).upper() if ch.isalnum())

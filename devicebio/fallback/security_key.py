@@ -71,17 +71,21 @@ from fido2.webauthn import (
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.hazmat.credentials import UserVerification
 from devicebio.protocol import LivenessClaim, Method
+from devicebio.store.records import (
+    SECURITY_KEY_VERSION,
+    Kind,
+    SecurityKeyBody,
+    check_security_key,
+)
 from devicebio.store.vault import Vault
 
 __all__ = ["KIND", "RP_ID", "KeyInfo", "SecurityKeyFallback", "find_security_keys"]
 
-KIND = "security_key"
+KIND = Kind.SECURITY_KEY
 RP_ID = "devicebio.local"
-_RECORD_VERSION = 1
 _CHALLENGE_SIZE = 32
 _USER_HANDLE_SIZE = 16
 _MAX_LABEL = 64
-_MAX_COUNTER = 0xFFFFFFFF
 _ORIGIN_LABEL = b"devicebio/security-key-origin/v1\x00"
 
 # Reasons this module reports. The dedicated members are proposed for devicebio.errors; until
@@ -205,8 +209,8 @@ class SecurityKeyFallback:
         except ValueError as exc:
             raise DeviceBioError(_REJECTED, f"unusable credential key: {exc}") from None
         now = self._clock()
-        record: dict[str, Any] = {
-            "v": _RECORD_VERSION,
+        record: SecurityKeyBody = {
+            "v": SECURITY_KEY_VERSION,
             "label": label,
             "credential_id": bytes(credential.credential_id),
             "public_key": cbor.encode(public_key),
@@ -312,10 +316,10 @@ class SecurityKeyFallback:
             return client_or_device
         return self.client_for(client_or_device)
 
-    def _records(self) -> list[tuple[str, dict[str, Any]]]:
+    def _records(self) -> list[tuple[str, SecurityKeyBody]]:
         return [(rid, _valid_record(self._vault.get(KIND, rid))) for rid in self._vault.ids(KIND)]
 
-    def _find(self, credential_id: bytes) -> tuple[str, dict[str, Any]]:
+    def _find(self, credential_id: bytes) -> tuple[str, SecurityKeyBody]:
         for rid, rec in self._records():
             if hmac.compare_digest(rec["credential_id"], credential_id):
                 return rid, rec
@@ -377,26 +381,10 @@ def _checked_key(cose: dict[Any, Any]) -> CoseKey:
     raise ValueError("COSE key accepted an empty signature")
 
 
-def _valid_record(value: object) -> dict[str, Any]:
-    ok = (
-        isinstance(value, dict)
-        and value.get("v") == _RECORD_VERSION
-        and isinstance(value.get("label"), str)
-        and isinstance(value.get("credential_id"), bytes)
-        and 1 <= len(value["credential_id"]) <= 1023
-        and isinstance(value.get("public_key"), bytes)
-        and isinstance(value.get("aaguid"), bytes)
-        and len(value["aaguid"]) == 16
-        and isinstance(value.get("fmt"), str)
-        and type(value.get("counter")) is int
-        and 0 <= value["counter"] <= _MAX_COUNTER
-        and type(value.get("uv")) is bool
-        and isinstance(value.get("created_at"), int | float)
-        and (value.get("last_used_at") is None or isinstance(value["last_used_at"], int | float))
-    )
-    if not ok:
-        raise DeviceBioError(Reason.RECORD_CORRUPT, "security-key record is malformed")
-    assert isinstance(value, dict)
+def _valid_record(value: object) -> SecurityKeyBody:
+    """The record's shape (:func:`~devicebio.store.records.check_security_key`), and that its
+    public key is canonical CBOR and loads."""
+    value = check_security_key(value)
     try:
         raw = value["public_key"]
         cose = cbor.decode(raw)
@@ -410,7 +398,7 @@ def _valid_record(value: object) -> dict[str, Any]:
     return value
 
 
-def _attested(record: dict[str, Any]) -> AttestedCredentialData:
+def _attested(record: SecurityKeyBody) -> AttestedCredentialData:
     return AttestedCredentialData.create(
         Aaguid(record["aaguid"]),
         record["credential_id"],
@@ -418,18 +406,18 @@ def _attested(record: dict[str, Any]) -> AttestedCredentialData:
     )
 
 
-def _cose(record: dict[str, Any]) -> dict[int, Any]:
+def _cose(record: SecurityKeyBody) -> dict[int, Any]:
     """The COSE map of a record that :func:`_valid_record` accepted."""
     return cast(dict[int, Any], cbor.decode(record["public_key"]))
 
 
-def _descriptor(record: dict[str, Any]) -> PublicKeyCredentialDescriptor:
+def _descriptor(record: SecurityKeyBody) -> PublicKeyCredentialDescriptor:
     return PublicKeyCredentialDescriptor(
         type=PublicKeyCredentialType.PUBLIC_KEY, id=record["credential_id"]
     )
 
 
-def _info(record: dict[str, Any]) -> KeyInfo:
+def _info(record: SecurityKeyBody) -> KeyInfo:
     return KeyInfo(
         label=record["label"],
         credential_id=record["credential_id"],

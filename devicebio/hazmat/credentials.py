@@ -34,12 +34,17 @@ from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClient
 from devicebio import protocol
 from devicebio.errors import DeviceBioError, Reason, protocol_errors
 from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
+from devicebio.store.records import (
+    CREDENTIAL_VERSION,
+    MAX_COUNTER,
+    CredentialBody,
+    Kind,
+    check_credential,
+)
 
 __all__ = ["Assertion", "CredentialInfo", "Credentials", "Registration", "UserVerification"]
 
-KIND = "credential"
-_RECORD_VERSION = 1
-_MAX_COUNTER = 0xFFFFFFFF
+KIND = Kind.CREDENTIAL
 _MAX_USER_NAME = 256
 _CHALLENGE_MIN, _CHALLENGE_MAX = 16, 1024
 _CREDENTIAL_ID_SIZE = 32
@@ -210,26 +215,6 @@ def _record_id(rp_id: str, user: str) -> str:
     return digest.hexdigest()[:40]
 
 
-def _valid_record(value: object) -> dict[str, Any]:
-    ok = (
-        isinstance(value, dict)
-        and value.get("v") == _RECORD_VERSION
-        and isinstance(value.get("rp_id"), str)
-        and isinstance(value.get("user"), str)
-        and isinstance(value.get("user_handle"), bytes)
-        and isinstance(value.get("credential_id"), bytes)
-        and isinstance(value.get("seed"), bytes)
-        and len(value["seed"]) == 32
-        and type(value.get("counter")) is int
-        and 0 <= value["counter"] <= _MAX_COUNTER
-        and type(value.get("created_at")) is int
-    )
-    if not ok:
-        raise DeviceBioError(Reason.RECORD_CORRUPT, "credential record is malformed")
-    assert isinstance(value, dict)
-    return value
-
-
 class Credentials:
     """WebAuthn credentials of one device profile, stored in ``vault``.
 
@@ -292,8 +277,8 @@ class Credentials:
         attestation = AttestationObject.create(
             "packed", auth_data, {"alg": protocol.COSE_ALG_EDDSA, "sig": signature}
         )
-        record = {
-            "v": _RECORD_VERSION,
+        record: CredentialBody = {
+            "v": CREDENTIAL_VERSION,
             "rp_id": rp_id,
             "user": user_name,
             "user_handle": user_handle,
@@ -346,7 +331,7 @@ class Credentials:
         with self._lock, self._vault.exclusive():
             record_id, record = self._find(rp_id, credential_id)
             counter = record["counter"] + 1
-            if counter > _MAX_COUNTER:
+            if counter > MAX_COUNTER:
                 raise _bad("signature counter exhausted; register a new credential")
             record["counter"] = counter
             # Durable before any signature exists: a crash after this point skips a value,
@@ -374,10 +359,12 @@ class Credentials:
             signature=signature,
         )
 
-    def _records(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(rid, _valid_record(self._vault.get(KIND, rid))) for rid in self._vault.ids(KIND)]
+    def _records(self) -> list[tuple[str, CredentialBody]]:
+        return [
+            (rid, check_credential(self._vault.get(KIND, rid))) for rid in self._vault.ids(KIND)
+        ]
 
-    def _find(self, rp_id: str, credential_id: bytes | None) -> tuple[str, dict[str, Any]]:
+    def _find(self, rp_id: str, credential_id: bytes | None) -> tuple[str, CredentialBody]:
         matches = [
             (rid, rec)
             for rid, rec in self._records()

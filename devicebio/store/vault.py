@@ -49,6 +49,7 @@ from devicebio.hazmat.seal import (
     subkey,
 )
 from devicebio.protocol import files as atomic
+from devicebio.store import records
 
 SCHEMA_VERSION = 1
 FORMAT = "devicebio-vault"
@@ -211,7 +212,11 @@ class Vault:
         }
         with vault.exclusive():
             atomic.atomic_write(root / HEADER, cbor2.dumps(header, canonical=True))
-        vault.put("device", "secret", nacl.utils.random(32))
+        vault.put(
+            records.Kind.DEVICE,
+            records.DEVICE_SECRET_ID,
+            nacl.utils.random(records.DEVICE_SECRET_SIZE),
+        )
         return vault
 
     @classmethod
@@ -402,7 +407,4 @@ class Vault:
     @property
     def device_secret(self) -> bytes:
         """32 random bytes created with the vault; the root of per-RP device identifiers."""
-        secret = self.get("device", "secret")
-        if not isinstance(secret, bytes) or len(secret) != 32:
-            raise DeviceBioError(Reason.RECORD_CORRUPT, "device secret is malformed")
-        return secret
+        return records.check_device_secret(self.get(records.Kind.DEVICE, records.DEVICE_SECRET_ID))
