@@ -27,9 +27,10 @@ import numpy as np
 
 from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.fallback import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
+from devicebio.fallback import AttemptLimiter, AttemptPolicy, Fallback, Pin, RecoveryCodes
 from devicebio.fallback.security_key import SecurityKeyFallback
 from devicebio.hazmat.credentials import Assertion, Credentials, UserVerification
+from devicebio.liveness.results import LivenessFailure
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
 from devicebio.protocol import LivenessClaim, Method, PromptStep
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 # record kinds (all of them are listed in devicebio.store.records)
 FACE, FACE_KEY, CONSENT = Kind.FACE, Kind.FACE_KEY, Kind.CONSENT
-FALLBACKS = ("pin", "recovery", "security-key")
+FALLBACKS = tuple(Fallback)
 _DAY = 86_400.0
 
 
@@ -101,7 +102,7 @@ class AuthResult:
     outcome: Outcome
     assertion: Assertion | None
     frames_seen: int
-    fallbacks: tuple[str, ...] = ()
+    fallbacks: tuple[Fallback, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -227,7 +228,7 @@ class Authenticator:
             # liveness is the face that is matched (identity continuity covers the session).
             live = self.liveness.run(source.frames(), challenge, self._on_prompt)
             seen = live.frames
-            if live.reason == "no_face":
+            if live.reason is LivenessFailure.NO_FACE:
                 # nobody presented anything: advice, not a failed attempt
                 return AuthResult(Outcome(OutcomeCode.NO_FACE), None, seen, FALLBACKS)
             if not live.passed or len(live.embeddings) == 0:

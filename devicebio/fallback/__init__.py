@@ -12,6 +12,7 @@ siblings), which also clears the face lockout and signs the assertion.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from devicebio.fallback.attempts import AttemptLimiter, AttemptPolicy, AttemptStatus
@@ -21,12 +22,25 @@ __all__ = [
     "AttemptLimiter",
     "AttemptPolicy",
     "AttemptStatus",
+    "Fallback",
     "KeyInfo",
     "Pin",
     "PinStatus",
     "RecoveryCodes",
     "SecurityKeyFallback",
 ]
+
+
+class Fallback(enum.StrEnum):
+    """A way to verify the user other than the face (what ``AuthResult.fallbacks`` offers).
+
+    The values are the CLI's ``--method`` names and the ``devicebio`` extension's method
+    names for the same verification.
+    """
+
+    PIN = "pin"
+    RECOVERY = "recovery"
+    SECURITY_KEY = "security-key"
 
 
 def __getattr__(name: str) -> Any:

@@ -11,12 +11,18 @@
 from __future__ import annotations
 
 from devicebio.liveness.active import ActiveLiveness, FrameMeasure, LivenessConfig
-from devicebio.liveness.results import LivenessResult, PadVerdict, PresentationAttackDetector
+from devicebio.liveness.results import (
+    LivenessFailure,
+    LivenessResult,
+    PadVerdict,
+    PresentationAttackDetector,
+)
 
 __all__ = [
     "ActiveLiveness",
     "FrameMeasure",
     "LivenessConfig",
+    "LivenessFailure",
     "LivenessResult",
     "PadVerdict",
     "PresentationAttackDetector",

@@ -32,7 +32,12 @@ from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason, protocol_errors
 from devicebio.liveness.parallax import PlaneTracker, nonrigid_motion
 from devicebio.liveness.parallax import grey as _grey
-from devicebio.liveness.results import LivenessResult, PadVerdict, PresentationAttackDetector
+from devicebio.liveness.results import (
+    LivenessFailure,
+    LivenessResult,
+    PadVerdict,
+    PresentationAttackDetector,
+)
 from devicebio.protocol import Prompt, PromptStep, liveness_plan, liveness_sequence_hash
 from devicebio.sources import Frame
 
@@ -130,7 +135,7 @@ _GESTURE_OF = {
 
 
 class _Failed(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: LivenessFailure) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -222,7 +227,7 @@ class ActiveLiveness:
             plan = liveness_plan(challenge)
             digest = liveness_sequence_hash(challenge, plan)
         session = _Session(self, plan, on_prompt)
-        reason: str | None = None
+        reason: LivenessFailure | None = None
         try:
             for frame in frames:
                 if session.feed(frame):
@@ -234,7 +239,7 @@ class ActiveLiveness:
             reason = failed.reason
         pad = tuple(_assess(d, session.kept_frames, session.kept_faces) for d in self.detectors)
         if reason is None and not all(v.passed for v in pad):
-            reason = "pad_failed"
+            reason = LivenessFailure.PAD_FAILED
         embeddings = (
             np.stack(session.embeddings).astype(np.float32)
             if session.embeddings
@@ -314,16 +319,16 @@ class _Session:
         if emb is None:
             return
         if not decision.continues(emb, np.asarray(self.embeddings), self.o.identity_policy):
-            raise _Failed("identity_changed")
+            raise _Failed(LivenessFailure.IDENTITY_CHANGED)
         self.embeddings.append(np.asarray(emb, np.float32))
 
     def _timing(self, t: float) -> None:
         if not math.isfinite(t):
-            raise _Failed("bad_timing")
+            raise _Failed(LivenessFailure.BAD_TIMING)
         if self.t_last is not None:
             dt = t - self.t_last
             if dt < self.cfg.min_fps_dt or dt > self.cfg.max_gap_s:
-                raise _Failed("bad_timing")
+                raise _Failed(LivenessFailure.BAD_TIMING)
         if self.t0 is None:
             self.t0 = t
         self.t_last = t
@@ -342,11 +347,15 @@ class _Session:
         if m is None:
             self.lost += 1
             if self.lost > self.cfg.max_lost_frames:
-                raise _Failed("face_lost" if self.neutral is not None else "no_face")
+                raise _Failed(
+                    LivenessFailure.FACE_LOST
+                    if self.neutral is not None
+                    else LivenessFailure.NO_FACE
+                )
             return False
         self.lost = 0
         if m.faces > 1:
-            raise _Failed("several_faces")
+            raise _Failed(LivenessFailure.SEVERAL_FACES)
         assert self.t0 is not None
         if self.neutral is None:
             return self._baseline(frame, m, t)
@@ -426,7 +435,7 @@ class _Session:
                 self._sample(frame.rgb)
                 return True
             if self.ending_since is not None and t - self.ending_since > c.end_timeout_s:
-                raise _Failed("prompt_timeout")
+                raise _Failed(LivenessFailure.PROMPT_TIMEOUT)
             return False
         step = self.plan[self.step]
         assert self.shown_at is not None
@@ -443,9 +452,9 @@ class _Session:
             onset = gesture
         if onset is not None:
             if not shown or t - self.shown_at < c.min_reaction_s:
-                raise _Failed("early_response")
+                raise _Failed(LivenessFailure.EARLY_RESPONSE)
             if _GESTURE_OF.get(step.prompt) is not onset:
-                raise _Failed("wrong_order")
+                raise _Failed(LivenessFailure.WRONG_ORDER)
             return self._complete(frame, t)
         # Blinks are never "wrong": people blink unprompted. Only a blink prompt needs one,
         # closed after the prompt was shown and reopened inside the window. (Outside blink
@@ -467,7 +476,11 @@ class _Session:
             if step.prompt is Prompt.BLINK and closed_at >= self.shown_at + c.min_reaction_s:
                 return self._complete(frame, t)
         if shown and t - self.shown_at > step.window_s:
-            raise _Failed("no_micro_motion" if self.motion < c.motion_min else "prompt_timeout")
+            raise _Failed(
+                LivenessFailure.NO_MICRO_MOTION
+                if self.motion < c.motion_min
+                else LivenessFailure.PROMPT_TIMEOUT
+            )
         return False
 
     def _complete(self, frame: Frame, t: float) -> bool:
@@ -483,19 +496,23 @@ class _Session:
         if self.turn_parallax is not None:
             parallax, self.turn_parallax = self.turn_parallax, None
             if parallax < self.cfg.parallax_min:
-                raise _Failed("flat_surface")
+                raise _Failed(LivenessFailure.FLAT_SURFACE)
 
     def finish_stream(self) -> None:
         """The frames ran out before the session was over."""
         if self.neutral is None:
-            raise _Failed("no_face")
+            raise _Failed(LivenessFailure.NO_FACE)
         if self.motion < self.cfg.motion_min:
-            raise _Failed("no_micro_motion")
-        raise _Failed("incomplete" if self.step < len(self.plan) else "prompt_timeout")
+            raise _Failed(LivenessFailure.NO_MICRO_MOTION)
+        raise _Failed(
+            LivenessFailure.INCOMPLETE
+            if self.step < len(self.plan)
+            else LivenessFailure.PROMPT_TIMEOUT
+        )
 
     def final_checks(self) -> None:
         self._turn_over()
         if self.motion < self.cfg.motion_min:
-            raise _Failed("no_micro_motion")
+            raise _Failed(LivenessFailure.NO_MICRO_MOTION)
         if len(self.embeddings) < 2:
-            raise _Failed("identity_changed")
+            raise _Failed(LivenessFailure.IDENTITY_CHANGED)

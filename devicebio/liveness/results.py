@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -11,7 +12,24 @@ import numpy as np
 from devicebio.protocol import LIVENESS_KIND, LivenessClaim, PromptStep
 from devicebio.sources import Frame
 
-__all__ = ["LivenessResult", "PadVerdict", "PresentationAttackDetector"]
+__all__ = ["LivenessFailure", "LivenessResult", "PadVerdict", "PresentationAttackDetector"]
+
+
+class LivenessFailure(enum.StrEnum):
+    """Why a session failed (the member's value is the stable, reportable text)."""
+
+    NO_FACE = "no_face"  # nobody was in front of the camera: advice, not a failed attempt
+    SEVERAL_FACES = "several_faces"
+    FACE_LOST = "face_lost"
+    BAD_TIMING = "bad_timing"  # frame timestamps no camera gives
+    EARLY_RESPONSE = "early_response"  # a response before its prompt could have been seen
+    WRONG_ORDER = "wrong_order"
+    PROMPT_TIMEOUT = "prompt_timeout"
+    INCOMPLETE = "incomplete"  # the frames ran out
+    IDENTITY_CHANGED = "identity_changed"
+    FLAT_SURFACE = "flat_surface"  # a turn moved like a plane (a photo or a screen)
+    NO_MICRO_MOTION = "no_micro_motion"  # nothing ever moved (a static image)
+    PAD_FAILED = "pad_failed"  # a plugged-in presentation-attack detector refused
 
 
 @dataclass(frozen=True)
@@ -37,13 +55,10 @@ class PresentationAttackDetector(Protocol):
 
 @dataclass(frozen=True)
 class LivenessResult:
-    """What a session showed. ``reason`` is None when passed, else one of: "no_face",
-    "several_faces", "face_lost", "bad_timing", "early_response", "wrong_order",
-    "prompt_timeout", "incomplete" (the frames ran out), "identity_changed", "flat_surface",
-    "no_micro_motion", "pad_failed"."""
+    """What a session showed. ``reason`` is None when passed, else the first failure."""
 
     passed: bool
-    reason: str | None
+    reason: LivenessFailure | None
     plan: tuple[PromptStep, ...]
     sequence_hash: bytes
     frames: int
