@@ -1,47 +1,118 @@
 """devicebio: on-device face authentication that speaks WebAuthn.
 
-The public API is what this module exports. Importing it is cheap and pulls in no
-numpy/OpenCV/onnxruntime: the vision stack loads on first use (``devicebio[device]``).
-Primitives that are easy to misuse live in :mod:`devicebio.hazmat`.
+The public API is what this module exports; everything loads on first use (PEP 562), so
+``import devicebio.protocol`` (what the relying party's verifier shares) loads nothing else,
+and nothing here pulls in numpy, OpenCV or onnxruntime before a face is needed.
+
+:class:`Authenticator` is the ceremony: enrol, authenticate by face (with liveness), fall back
+to a PIN, a recovery code or a security key, and sign only what it verified itself. Primitives
+that sign whatever verification they are told, seal records or write files live in
+:mod:`devicebio.hazmat`; an app never needs them.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from devicebio.errors import DeviceBioError, Reason
-from devicebio.fallback import AttemptLimiter, AttemptPolicy, Pin, RecoveryCodes
-from devicebio.store.vault import KeyringKey, PassphraseKey, RawKey, Vault
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# name -> module: loaded on first attribute access (PEP 562), so the verifier, which shares the
-# wire module, never imports the vision stack.
-_LAZY = {
-    "Credentials": "devicebio.hazmat.credentials",
-    "UserVerification": "devicebio.hazmat.credentials",
-    "Method": "devicebio.protocol",
-    "LivenessClaim": "devicebio.protocol",
+# public name -> the module that defines it
+_EXPORTS = {
+    # the ceremony
+    "Authenticator": "devicebio.authenticator",
+    "AuthPolicy": "devicebio.authenticator",
+    "AuthResult": "devicebio.authenticator",
+    "Consent": "devicebio.authenticator",
+    "EnrolledUser": "devicebio.authenticator",
+    "EnrollmentResult": "devicebio.authenticator",
+    "Outcome": "devicebio.outcome",
+    "OutcomeCode": "devicebio.outcome",
+    # the vault and its keys
+    "Vault": "devicebio.store.vault",
+    "KeyringKey": "devicebio.store.vault",
+    "PassphraseKey": "devicebio.store.vault",
+    "RawKey": "devicebio.store.vault",
+    # fallbacks
+    "AttemptPolicy": "devicebio.fallback",
+    "Fallback": "devicebio.fallback",
+    "Pin": "devicebio.fallback",
+    "RecoveryCodes": "devicebio.fallback",
+    # faces, frames, liveness
+    "ActiveLiveness": "devicebio.liveness",
+    "LivenessConfig": "devicebio.liveness",
+    "LivenessFailure": "devicebio.liveness",
+    "FacePipeline": "devicebio.vision.pipeline",
+    "Frame": "devicebio.sources",
+    "StaticFrames": "devicebio.sources",
+    "open_source": "devicebio.sources",
+    # what the device hands the relying party
+    "Assertion": "devicebio.hazmat.credentials",
+    "Registration": "devicebio.hazmat.credentials",
+    "CredentialInfo": "devicebio.hazmat.credentials",
+    # errors
+    "DeviceBioError": "devicebio.errors",
+    "Reason": "devicebio.errors",
 }
 
 __all__ = [
-    "AttemptLimiter",
+    "ActiveLiveness",
+    "Assertion",
     "AttemptPolicy",
+    "AuthPolicy",
+    "AuthResult",
+    "Authenticator",
+    "Consent",
+    "CredentialInfo",
     "DeviceBioError",
+    "EnrolledUser",
+    "EnrollmentResult",
+    "FacePipeline",
+    "Fallback",
+    "Frame",
     "KeyringKey",
+    "LivenessConfig",
+    "LivenessFailure",
+    "Outcome",
+    "OutcomeCode",
     "PassphraseKey",
     "Pin",
     "RawKey",
     "Reason",
     "RecoveryCodes",
+    "Registration",
+    "StaticFrames",
     "Vault",
-    *_LAZY,
+    "open_source",
 ]
+
+if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ loads on demand
+    from devicebio.authenticator import (
+        Authenticator,
+        AuthPolicy,
+        AuthResult,
+        Consent,
+        EnrolledUser,
+        EnrollmentResult,
+    )
+    from devicebio.errors import DeviceBioError, Reason
+    from devicebio.fallback import AttemptPolicy, Fallback, Pin, RecoveryCodes
+    from devicebio.hazmat.credentials import Assertion, CredentialInfo, Registration
+    from devicebio.liveness import ActiveLiveness, LivenessConfig, LivenessFailure
+    from devicebio.outcome import Outcome, OutcomeCode
+    from devicebio.sources import Frame, StaticFrames, open_source
+    from devicebio.store.vault import KeyringKey, PassphraseKey, RawKey, Vault
+    from devicebio.vision.pipeline import FacePipeline
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'devicebio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'devicebio' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

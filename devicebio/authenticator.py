@@ -29,7 +29,13 @@ from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.fallback import AttemptLimiter, AttemptPolicy, Fallback, Pin, RecoveryCodes
 from devicebio.fallback.security_key import SecurityKeyFallback
-from devicebio.hazmat.credentials import Assertion, Credentials, UserVerification
+from devicebio.hazmat.credentials import (
+    Assertion,
+    CredentialInfo,
+    Credentials,
+    Registration,
+    UserVerification,
+)
 from devicebio.liveness.results import LivenessFailure
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
@@ -146,7 +152,9 @@ class Authenticator:
         if liveness is not None and pipeline is None:
             # its embeddings are the match's probes: they must come from the same models
             self._pipeline = liveness.pipeline
-        self.credentials = Credentials(vault)
+        # Private: Credentials signs whatever verification it is told (hazmat); this object
+        # only ever tells it what it verified itself.
+        self._credentials = Credentials(vault)
         # With presentation-attack detection on, SP 800-63B allows more consecutive failures.
         self.limiter = AttemptLimiter(
             vault, self.policy.attempts, liveness=liveness is not None, clock=clock
@@ -257,7 +265,7 @@ class Authenticator:
             model=self.pipeline.model_id,
             verified=True,
         )
-        assertion = self.credentials.authenticate(
+        assertion = self._credentials.authenticate(
             rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
         )
         return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
@@ -330,36 +338,102 @@ class Authenticator:
 
     # ---- fallbacks -----------------------------------------------------------------------
 
+    # Each verb checks its factor, clears the face lockout (a fallback that succeeds is what
+    # SP 800-63B asks for after repeated face failures), then signs what it checked.
+
     def authenticate_with_pin(
         self, pin: str, *, rp_id: str, origin: str, challenge: bytes
     ) -> Assertion:
-        Pin(self.vault).verify(pin)
-        return self._fallback_assertion(Method.PIN, rp_id, origin, challenge)
+        """Sign an assertion after the PIN (PIN_WRONG, LOCKED_OUT once blocked)."""
+        verification = self._verify_fallback(Fallback.PIN, pin)
+        return self._sign(verification, rp_id, origin, challenge)
 
     def authenticate_with_recovery_code(
         self, code: str, *, rp_id: str, origin: str, challenge: bytes
     ) -> Assertion:
-        RecoveryCodes(self.vault).use(code)
-        Pin(self.vault).unblock()
-        return self._fallback_assertion(Method.RECOVERY, rp_id, origin, challenge)
+        """Sign an assertion after a one-time recovery code (which also unblocks the PIN)."""
+        verification = self._verify_fallback(Fallback.RECOVERY, code)
+        return self._sign(verification, rp_id, origin, challenge)
 
     def authenticate_with_security_key(
         self, key: Any, *, rp_id: str, origin: str, challenge: bytes
     ) -> Assertion:
         """``key``: a python-fido2 ``Fido2Client`` or ``CtapDevice`` for an enrolled key."""
-        self.security_keys.verify(key)
-        return self._fallback_assertion(Method.SECURITY_KEY, rp_id, origin, challenge)
+        verification = self._verify_fallback(Fallback.SECURITY_KEY, key)
+        return self._sign(verification, rp_id, origin, challenge)
 
-    def _fallback_assertion(
-        self, method: Method, rp_id: str, origin: str, challenge: bytes
-    ) -> Assertion:
-        self.limiter.record_fallback_success()
-        verification = UserVerification(
-            method=method, liveness=LivenessClaim.none(), model=None, verified=True
+    def register_with_pin(
+        self,
+        pin: str,
+        *,
+        user_name: str,
+        rp_id: str,
+        origin: str,
+        challenge: bytes,
+        user_handle: bytes | None = None,
+    ) -> Registration:
+        """Create (or replace) the credential for ``(rp_id, user_name)`` after the PIN."""
+        verification = self._verify_fallback(Fallback.PIN, pin)
+        return self._credentials.register(
+            rp_id=rp_id,
+            origin=origin,
+            challenge=challenge,
+            user_name=user_name,
+            user_handle=user_handle,
+            verification=verification,
         )
-        return self.credentials.authenticate(
+
+    def register_with_recovery_code(
+        self,
+        code: str,
+        *,
+        user_name: str,
+        rp_id: str,
+        origin: str,
+        challenge: bytes,
+        user_handle: bytes | None = None,
+    ) -> Registration:
+        """Create (or replace) the credential for ``(rp_id, user_name)`` after a recovery code."""
+        verification = self._verify_fallback(Fallback.RECOVERY, code)
+        return self._credentials.register(
+            rp_id=rp_id,
+            origin=origin,
+            challenge=challenge,
+            user_name=user_name,
+            user_handle=user_handle,
+            verification=verification,
+        )
+
+    def _verify_fallback(self, fallback: Fallback, proof: Any) -> UserVerification:
+        if fallback is Fallback.PIN:
+            Pin(self.vault).verify(proof)
+        elif fallback is Fallback.RECOVERY:
+            RecoveryCodes(self.vault).use(proof)
+            Pin(self.vault).unblock()
+        else:
+            # self.security_keys: the one instance whose lock serialises the key's counter
+            self.security_keys.verify(proof)
+        self.limiter.record_fallback_success()
+        return UserVerification(
+            method=Method(fallback.value), liveness=LivenessClaim.none(), model=None, verified=True
+        )
+
+    def _sign(
+        self, verification: UserVerification, rp_id: str, origin: str, challenge: bytes
+    ) -> Assertion:
+        return self._credentials.authenticate(
             rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
         )
+
+    # ---- credentials ---------------------------------------------------------------------
+
+    def credentials(self) -> list[CredentialInfo]:
+        """Every WebAuthn credential on this device (never key material)."""
+        return self._credentials.list()
+
+    def remove_credential(self, rp_id: str, user: str) -> None:
+        """Delete the credential (and its key) for ``(rp_id, user)``."""
+        self._credentials.remove(rp_id, user)
 
     # ---- lifecycle -----------------------------------------------------------------------
 

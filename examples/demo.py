@@ -140,10 +140,7 @@ class Demo:
         )
 
     def main(self) -> int:
-        from devicebio import PassphraseKey, Pin, RecoveryCodes, Vault
-        from devicebio.authenticator import Authenticator, Consent
-        from devicebio.hazmat.credentials import UserVerification
-        from devicebio.protocol import LivenessClaim, Method
+        from devicebio import Authenticator, Consent, PassphraseKey, Pin, RecoveryCodes, Vault
 
         enrol, genuine, impostor = self.sources()
         rp = RelyingParty(self.workdir)
@@ -161,10 +158,8 @@ class Demo:
 
             # 1. Register the device credential (the user proves the PIN).
             ch = rp.challenge("alice", "register")
-            pin_ok = UserVerification(Method.PIN, LivenessClaim.none(), None, verified=True)
-            Pin(vault).verify(PIN)
-            reg = auth.credentials.register(
-                rp_id=RP_ID, origin=ORIGIN, challenge=ch, user_name="alice", verification=pin_ok
+            reg = auth.register_with_pin(
+                PIN, user_name="alice", rp_id=RP_ID, origin=ORIGIN, challenge=ch
             )
             res = rp.post("/register", {"user": "alice", "challenge": _b64(ch),
                                         "credential": reg.to_json()}, admin=True)  # fmt: skip
@@ -230,14 +225,17 @@ class Demo:
         strong; then a still photo of T's own face is refused on the device."""
         import numpy as np
 
-        from devicebio import PassphraseKey, Pin, Vault
-        from devicebio.authenticator import Authenticator, Consent
+        from devicebio import (
+            ActiveLiveness,
+            Authenticator,
+            Consent,
+            FacePipeline,
+            PassphraseKey,
+            Pin,
+            StaticFrames,
+            Vault,
+        )
         from devicebio.evaluation import liveness as ev
-        from devicebio.hazmat.credentials import UserVerification
-        from devicebio.liveness import ActiveLiveness
-        from devicebio.protocol import LivenessClaim, Method
-        from devicebio.sources import StaticFrames
-        from devicebio.vision.pipeline import FacePipeline
 
         video_dir = Path(
             os.environ.get("DEVICEBIO_VIDEO", REPO.parent / "shared" / "data" / "video")
@@ -263,11 +261,7 @@ class Demo:
             on_prompt=lambda step: performer[0].on_prompt(step),
         )
         ch = rp.challenge("t", "register")
-        Pin(vault).verify(PIN)
-        pin_ok = UserVerification(Method.PIN, LivenessClaim.none(), None, verified=True)
-        reg = auth.credentials.register(
-            rp_id=RP_ID, origin=ORIGIN, challenge=ch, user_name="t", verification=pin_ok
-        )
+        reg = auth.register_with_pin(PIN, user_name="t", rp_id=RP_ID, origin=ORIGIN, challenge=ch)
         rp.post("/register", {"user": "t", "challenge": _b64(ch), "credential": reg.to_json()},
                 admin=True)  # fmt: skip
         enrolled = auth.enroll(

@@ -15,7 +15,7 @@ from devicebio.cli.exits import EXIT_OK
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
-    from devicebio.hazmat.credentials import Credentials
+    from devicebio.authenticator import Authenticator
     from devicebio.protocol import b64url_encode
 
     rows = [
@@ -26,7 +26,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
             "sign_count": c.sign_count,
             "created_at": c.created_at,
         }
-        for c in Credentials(open_vault(args)).list()
+        for c in Authenticator(open_vault(args)).credentials()
     ]
     human = "\n".join(f"{r['rp_id']}\t{r['user']}\t{r['sign_count']}" for r in rows)
     emit(args, {"credentials": rows}, human or "no credentials")

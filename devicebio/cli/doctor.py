@@ -60,6 +60,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             ]
             check("vault files private", not loose, f"{len(loose)} files readable by others")
             try:
+                # Read-only, and without the Authenticator: doctor must run (and say what is
+                # missing) where the [device] extra (numpy) is not installed.
                 from devicebio.fallback import AttemptLimiter
                 from devicebio.hazmat.credentials import Credentials
 

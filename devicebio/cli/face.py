@@ -23,19 +23,15 @@ from devicebio.cli.exits import EXIT_OK, EXIT_REFUSED
 from devicebio.errors import DeviceBioError, Reason
 
 
-def verify_knowledge(vault: Any, method: str) -> Any:
-    """Run the PIN or recovery-code check and return the UserVerification it earns."""
-    from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
-    from devicebio.hazmat.credentials import UserVerification
-    from devicebio.protocol import LivenessClaim, Method
-
+def _fallback_proof(method: str) -> Any:
+    """What the user presents for a fallback: a PIN or recovery code from stdin, or the
+    security key plugged in (python-fido2 finds it; the Authenticator checks it)."""
     if method == "pin":
-        Pin(vault).verify(read_secret("PIN: "))
-    elif method == "recovery":
-        RecoveryCodes(vault).use(read_secret("recovery code: "))
-        Pin(vault).unblock()
-    elif method == "security-key":
-        from devicebio.fallback.security_key import SecurityKeyFallback, find_security_keys
+        return read_secret("PIN: ")
+    if method == "recovery":
+        return read_secret("recovery code: ")
+    if method == "security-key":
+        from devicebio.fallback.security_key import find_security_keys
 
         keys = find_security_keys()
         if not keys:
@@ -45,43 +41,50 @@ def verify_knowledge(vault: Any, method: str) -> Any:
                 hint="plug in the key enrolled with this device, or use --method pin",
             )
         print("touch your security key", file=sys.stderr)
-        SecurityKeyFallback(vault).verify(keys[0])
-    else:
-        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {method!r} is not available here")
-    AttemptLimiter(vault).record_fallback_success()
-    return UserVerification(
-        method=Method(method), liveness=LivenessClaim.none(), model=None, verified=True
-    )
+        return keys[0]
+    raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {method!r} is not available here")
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from devicebio.hazmat.credentials import Credentials
+    from devicebio.authenticator import Authenticator
 
-    vault = open_vault(args)
-    verification = verify_knowledge(vault, args.method)
-    registration = Credentials(vault).register(
+    auth = Authenticator(open_vault(args))
+    register = {
+        "pin": auth.register_with_pin,
+        "recovery": auth.register_with_recovery_code,
+    }.get(args.method)
+    if register is None:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {args.method!r} cannot register")
+    registration = register(
+        _fallback_proof(args.method),
+        user_name=args.user,
         rp_id=args.rp_id,
         origin=args.origin,
         challenge=challenge_bytes(args.challenge),
-        user_name=args.user,
-        verification=verification,
     )
     print(json.dumps(registration.to_json(), indent=2, sort_keys=True))
     return EXIT_OK
 
 
 def cmd_authenticate(args: argparse.Namespace) -> int:
-    from devicebio.hazmat.credentials import Credentials
+    from devicebio.authenticator import Authenticator
 
     vault = open_vault(args)
     if args.method == "face":
         return authenticate_face(args, vault)
-    verification = verify_knowledge(vault, args.method)
-    assertion = Credentials(vault).authenticate(
+    auth = Authenticator(vault)
+    sign = {
+        "pin": auth.authenticate_with_pin,
+        "recovery": auth.authenticate_with_recovery_code,
+        "security-key": auth.authenticate_with_security_key,
+    }.get(args.method)
+    if sign is None:
+        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {args.method!r} is not available")
+    assertion = sign(
+        _fallback_proof(args.method),
         rp_id=args.rp_id,
         origin=args.origin,
         challenge=challenge_bytes(args.challenge),
-        verification=verification,
     )
     print(json.dumps(assertion.to_json(), indent=2, sort_keys=True))
     return EXIT_OK

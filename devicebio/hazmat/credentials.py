@@ -1,4 +1,10 @@
-"""Device credentials that speak WebAuthn.
+"""Device credentials that speak WebAuthn. **Hazardous materials.**
+
+:class:`Credentials` signs for whatever :class:`UserVerification` its caller hands it: nothing
+here checks that a face was matched, a liveness session passed or a PIN was typed. A caller that
+builds ``UserVerification(Method.FACE, <a passed LivenessClaim>, ...)`` gets an assertion every
+relying party accepts as a strong face verification. The safe path is
+:class:`devicebio.Authenticator`, which verifies the user itself and keeps this object private.
 
 One Ed25519 key per (RP id, user), living only inside the vault (record kind
 ``"credential"``); this object never keeps a key in memory between calls. Registration gives a

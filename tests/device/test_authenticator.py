@@ -12,7 +12,7 @@ cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] 
 
 from devicebio.authenticator import Authenticator, Consent  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
-from devicebio.fallback import Pin, RecoveryCodes  # noqa: E402
+from devicebio.fallback import Fallback, Pin, RecoveryCodes  # noqa: E402
 from devicebio.outcome import OutcomeCode  # noqa: E402
 from devicebio.protocol import Method  # noqa: E402
 from devicebio.sources import StaticFrames  # noqa: E402
@@ -21,6 +21,7 @@ from verifier import Policy, SQLiteStore, verify_assertion  # noqa: E402
 from verifier.challenges import Purpose, issue_challenge  # noqa: E402
 
 RP, ORIGIN = "bank.example", "https://bank.example"
+PIN = "480213"
 A, B = "Colin_Powell", "Tony_Blair"
 
 
@@ -53,13 +54,8 @@ def setup(tmp_path: Path, pipeline, faces):
         "Colin Powell", StaticFrames(faces(A, 1, 2, 3)), consent=Consent("test", 30)
     )
     assert result.ok, result
-    auth.credentials.register(
-        rp_id=RP,
-        origin=ORIGIN,
-        challenge=b"r" * 32,
-        user_name="colin",
-        verification=_pin_verified(),
-    )
+    Pin(vault).set(PIN)
+    auth.register_with_pin(PIN, user_name="colin", rp_id=RP, origin=ORIGIN, challenge=b"r" * 32)
     return auth, vault, clock
 
 
@@ -68,12 +64,8 @@ def rp_state(auth: Authenticator, tmp_path: Path):
     from verifier import verify_registration
 
     ch = issue_challenge(store, user="colin", purpose=Purpose.REGISTER)
-    reg = auth.credentials.register(
-        rp_id=RP,
-        origin=ORIGIN,
-        challenge=ch.value,
-        user_name="colin",
-        verification=_pin_verified(),
+    reg = auth.register_with_pin(
+        PIN, user_name="colin", rp_id=RP, origin=ORIGIN, challenge=ch.value
     )
     verify_registration(
         credential=reg.to_json(),
@@ -84,15 +76,6 @@ def rp_state(auth: Authenticator, tmp_path: Path):
         user="colin",
     )
     return store
-
-
-def _pin_verified():
-    from devicebio.hazmat.credentials import UserVerification
-    from devicebio.protocol import LivenessClaim
-
-    return UserVerification(
-        method=Method.PIN, liveness=LivenessClaim.none(), model=None, verified=True
-    )
 
 
 def test_genuine_face_is_accepted_and_verified_by_the_rp(setup, faces, tmp_path) -> None:
@@ -137,7 +120,7 @@ def test_five_failures_lock_out_then_pin_fallback(setup, faces) -> None:
             "Colin Powell", StaticFrames(impostor), rp_id=RP, origin=ORIGIN, challenge=b"c" * 32
         )
         assert result.outcome.code is OutcomeCode.NO_MATCH
-    assert "pin" in result.fallbacks
+    assert result.fallbacks == (Fallback.PIN, Fallback.RECOVERY, Fallback.SECURITY_KEY)
     locked = auth.authenticate(
         "Colin Powell",
         StaticFrames(faces(A, 4, 5, 6)),
@@ -239,3 +222,33 @@ def test_deleting_the_attempts_file_does_not_lift_a_lockout(setup, faces) -> Non
         RecoveryCodes(vault).new()[0], rp_id=RP, origin=ORIGIN, challenge=b"d" * 32
     )
     assert auth.limiter.status().allowed
+
+
+def test_registration_needs_the_pin_and_clears_the_face_lockout(setup, faces) -> None:
+    auth, _vault, _ = setup
+    for _ in range(5):
+        auth.authenticate("Colin Powell", StaticFrames(faces(B, 1)), rp_id=RP, origin=ORIGIN,
+                          challenge=b"c" * 32)  # fmt: skip
+    assert not auth.limiter.status().allowed
+    with pytest.raises(DeviceBioError) as info:
+        auth.register_with_pin("999999", user_name="colin", rp_id=RP, origin=ORIGIN,
+                               challenge=b"r" * 32)  # fmt: skip
+    assert info.value.reason is Reason.PIN_WRONG
+    assert not auth.limiter.status().allowed
+    reg = auth.register_with_pin(PIN, user_name="colin", rp_id=RP, origin=ORIGIN,
+                                 challenge=b"s" * 32)  # fmt: skip
+    assert auth.limiter.status().allowed
+    [info_] = auth.credentials()
+    assert (info_.rp_id, info_.user, info_.credential_id) == (RP, "colin", reg.credential_id)
+    auth.remove_credential(RP, "colin")
+    assert auth.credentials() == []
+
+
+def test_the_authenticator_exposes_no_signer_of_claimed_verifications(setup) -> None:
+    """Hazmat the right way round: nothing public on the ceremony object signs a
+    verification the caller merely claims."""
+    auth, _, _ = setup
+    from devicebio.hazmat.credentials import Credentials
+
+    public = {name: getattr(auth, name) for name in dir(auth) if not name.startswith("_")}
+    assert not any(isinstance(v, Credentials) for v in public.values())

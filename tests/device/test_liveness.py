@@ -315,9 +315,8 @@ def test_authenticator_signs_the_liveness_result_and_the_rp_checks_it(
     the sequence and accepts under require_liveness. The same session against the next
     challenge is refused on the device already."""
     from devicebio.authenticator import Authenticator, Consent
-    from devicebio.hazmat.credentials import UserVerification
+    from devicebio.fallback import Pin
     from devicebio.outcome import OutcomeCode
-    from devicebio.protocol import LivenessClaim, Method
     from devicebio.store.vault import RawKey, Vault
     from verifier import Policy, SQLiteStore, verify_assertion, verify_registration
     from verifier.challenges import Purpose, issue_challenge
@@ -330,9 +329,9 @@ def test_authenticator_signs_the_liveness_result_and_the_rp_checks_it(
     assert auth.enroll("tvl", StaticFrames(enrol), consent=Consent("test", 30)).ok
     store = SQLiteStore(tmp_path / "rp.sqlite")
     ch = issue_challenge(store, user="tvl", purpose=Purpose.REGISTER)
-    pin = UserVerification(Method.PIN, LivenessClaim.none(), None, True)
-    reg = auth.credentials.register(
-        rp_id=rp, origin=origin, challenge=ch.value, user_name="tvl", verification=pin
+    Pin(vault).set("480213")
+    reg = auth.register_with_pin(
+        "480213", user_name="tvl", rp_id=rp, origin=origin, challenge=ch.value
     )
     verify_registration(
         credential=reg.to_json(),

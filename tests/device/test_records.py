@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from devicebio.wire import LivenessClaim, Method
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
 from devicebio.hazmat.credentials import Credentials, UserVerification
 from devicebio.store import RawKey, Vault, records
-from devicebio.wire import LivenessClaim, Method
 
 CHECKS = [
     records.check_attempts,

@@ -21,7 +21,7 @@ from soft_ctap2 import SoftCtap2Key  # noqa: E402
 
 from devicebio.authenticator import Authenticator  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
-from devicebio.fallback import AttemptPolicy  # noqa: E402
+from devicebio.fallback import AttemptPolicy, Fallback, Pin  # noqa: E402
 from devicebio.fallback.security_key import KIND, RP_ID, SecurityKeyFallback, find_security_keys  # noqa: E402
 from devicebio.hazmat.credentials import UserVerification  # noqa: E402
 from devicebio.outcome import OutcomeCode  # noqa: E402
@@ -348,12 +348,7 @@ class Clock:
 
 
 def _authenticate_with_security_key(auth: Authenticator, key, **kwargs):
-    """Authenticator.authenticate_with_security_key when wired; else the same three steps."""
-    if hasattr(auth, "authenticate_with_security_key"):
-        return auth.authenticate_with_security_key(key, **kwargs)
-    verification = SecurityKeyFallback(auth.vault).verify(key)
-    auth.limiter.record_fallback_success()
-    return auth.credentials.authenticate(verification=verification, **kwargs)
+    return auth.authenticate_with_security_key(key, **kwargs)
 
 
 def test_lockout_is_cleared_by_the_security_key_and_the_rp_verifies(
@@ -366,16 +361,13 @@ def test_lockout_is_cleared_by_the_security_key_and_the_rp_verifies(
     auth = Authenticator(vault, clock=clock)
     policy: AttemptPolicy = auth.policy.attempts
     key = SoftCtap2Key()
-    SecurityKeyFallback(vault).enroll_key(key, label="backup key")
+    auth.security_keys.enroll_key(key, label="backup key")
+    Pin(vault).set("480213")
 
     store = SQLiteStore(tmp_path / "rp.sqlite")
     ch = issue_challenge(store, user="colin", purpose=Purpose.REGISTER)
-    reg = auth.credentials.register(
-        rp_id=RP,
-        origin=ORIGIN,
-        challenge=ch.value,
-        user_name="colin",
-        verification=UserVerification(Method.PIN, LivenessClaim.none(), None, True),
+    reg = auth.register_with_pin(
+        "480213", user_name="colin", rp_id=RP, origin=ORIGIN, challenge=ch.value
     )
     verify_registration(
         credential=reg.to_json(),
@@ -401,7 +393,8 @@ def test_lockout_is_cleared_by_the_security_key_and_the_rp_verifies(
     auth._put_templates("colin", enrolled, clock(), clock() + 86_400)
     no_frames: Any = None  # a locked-out attempt is refused before any frame is read
     locked = auth.authenticate("colin", no_frames, rp_id=RP, origin=ORIGIN, challenge=b"c" * 32)
-    assert locked.outcome.code is OutcomeCode.LOCKED_OUT and "security-key" in locked.fallbacks
+    assert locked.outcome.code is OutcomeCode.LOCKED_OUT
+    assert Fallback.SECURITY_KEY in locked.fallbacks
 
     # A stranger's key does not lift it.
     with pytest.raises(DeviceBioError):
