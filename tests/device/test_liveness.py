@@ -447,3 +447,76 @@ def test_parallax_separates_a_turning_head_from_a_tilted_print(
     print_ = peak([_tilted(photo, a) for a in angles], yaws=angles)
     assert print_ > 0.0  # the print was tracked and judged, not skipped
     assert head >= threshold > print_, (head, print_)
+
+
+def test_readme_quickstart_runs_as_written(
+    tmp_path: Path, video_frames, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's app-developer block, executed verbatim: only the camera is a double (recorded
+    video: the frontal frames to enrol, then a session answering the challenge's prompts);
+    the relying party is the real verifier, which must accept the registration and a
+    face-with-liveness assertion. Fixed challenges keep it deterministic."""
+    import re
+    import time
+
+    import devicebio
+    from verifier import Policy, SQLiteStore, verify_assertion, verify_registration
+    from verifier.challenges import Purpose
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Quickstart: app developers", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)
+    assert snippet is not None
+    code = snippet.group(1)
+    assert re.findall(r"^from (\S+) import", code, re.M) == ["devicebio"]  # acceptance 5
+
+    challenge = _challenge_with(Prompt.TURN_LEFT)
+    reg_challenge = b"readme-registration-challenge-01"
+    cameras = [
+        StaticFrames([video_frames[i] for i in range(0, 46, 5)]),
+        _stream(genuine_session(video_frames, liveness_plan(challenge))),
+    ]
+
+    def camera(spec: str) -> StaticFrames:
+        assert spec == "camera"
+        return cameras.pop(0)
+
+    monkeypatch.setattr(devicebio, "open_source", camera, raising=False)
+    sent: list[dict] = []
+    shown: list[PromptStep] = []
+    namespace = {
+        "vault_dir": tmp_path / "vault",
+        "passphrase": "correct horse battery staple",
+        "pin": "480213",
+        "show": shown.append,
+        "send": sent.append,
+        "challenge": challenge,
+        "reg_challenge": reg_challenge,
+    }
+    exec(compile(code, "README.md", "exec"), namespace)
+
+    assert cameras == [] and shown == list(liveness_plan(challenge))
+    result = namespace["result"]
+    assert result.assertion is not None, result.outcome  # the face path, not the PIN
+    rp, origin = "bank.example", "https://bank.example"
+    store = SQLiteStore(tmp_path / "rp.sqlite")
+    for value, purpose in ((reg_challenge, Purpose.REGISTER), (challenge, Purpose.AUTHENTICATE)):
+        store.insert_challenge(value, "alice", purpose.value, time.time() + 300)
+    registration, assertion = sent
+    verify_registration(
+        credential=registration,
+        expected_challenge=reg_challenge,
+        expected_origin=origin,
+        expected_rp_id=rp,
+        store=store,
+        user="alice",
+    )
+    verified = verify_assertion(
+        credential=assertion,
+        expected_challenge=challenge,
+        expected_origin=origin,
+        expected_rp_id=rp,
+        store=store,
+        policy=Policy(require_liveness=True),
+    )
+    assert verified.method.value == "face" and verified.liveness.passed
