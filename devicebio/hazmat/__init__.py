@@ -7,7 +7,6 @@ Everything here is easy to misuse, and misuse silently loses a guarantee:
   it is handed. Any caller can make it sign "face, liveness passed" without a face in sight;
   the relying party would believe it.
 - :mod:`~devicebio.hazmat.seal`: sealing without binding the right associated data.
-- :mod:`~devicebio.hazmat.atomic`: writing files without the full atomic sequence.
 
 App developers use :class:`devicebio.Authenticator` (which signs only what it verified itself)
 and :class:`devicebio.Vault`, never these directly. Tests, test vectors and benchmarks that

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devicebio.wire import LivenessClaim, Method
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.fallback import AttemptLimiter, Pin, RecoveryCodes
 from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.protocol import LivenessClaim, Method
 from devicebio.store import RawKey, Vault, records
 
 CHECKS = [
