@@ -47,9 +47,9 @@ _EXPORTS = {
     "StaticFrames": "devicebio.sources",
     "open_source": "devicebio.sources",
     # what the device hands the relying party
-    "Assertion": "devicebio.hazmat.credentials",
-    "Registration": "devicebio.hazmat.credentials",
-    "CredentialInfo": "devicebio.hazmat.credentials",
+    "Assertion": "devicebio.signed",
+    "Registration": "devicebio.signed",
+    "CredentialInfo": "devicebio.signed",
     # errors
     "DeviceBioError": "devicebio.errors",
     "Reason": "devicebio.errors",
@@ -97,9 +97,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ lo
     )
     from devicebio.errors import DeviceBioError, Reason
     from devicebio.fallback import AttemptPolicy, Fallback, Pin, RecoveryCodes
-    from devicebio.hazmat.credentials import Assertion, CredentialInfo, Registration
     from devicebio.liveness import ActiveLiveness, LivenessConfig, LivenessFailure
     from devicebio.outcome import Outcome, OutcomeCode
+    from devicebio.signed import Assertion, CredentialInfo, Registration
     from devicebio.sources import Frame, StaticFrames, open_source
     from devicebio.store.vault import KeyringKey, PassphraseKey, RawKey, Vault
     from devicebio.vision.pipeline import FacePipeline

@@ -29,17 +29,12 @@ from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.fallback import AttemptLimiter, AttemptPolicy, Fallback, Pin, RecoveryCodes
 from devicebio.fallback.security_key import SecurityKeyFallback
-from devicebio.hazmat.credentials import (
-    Assertion,
-    CredentialInfo,
-    Credentials,
-    Registration,
-    UserVerification,
-)
+from devicebio.hazmat.credentials import Credentials, UserVerification
 from devicebio.liveness.results import LivenessFailure
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
 from devicebio.protocol import LivenessClaim, Method, PromptStep
+from devicebio.signed import Assertion, CredentialInfo, Registration
 from devicebio.sources import Frame, FrameSource
 from devicebio.store.records import Kind, check_consent, check_face
 from devicebio.store.vault import Vault

@@ -21,16 +21,17 @@ from devicebio.cli.common import (
 )
 from devicebio.cli.exits import EXIT_OK, EXIT_REFUSED
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.fallback import Fallback
 
 
 def _fallback_proof(method: str) -> Any:
     """What the user presents for a fallback: a PIN or recovery code from stdin, or the
     security key plugged in (python-fido2 finds it; the Authenticator checks it)."""
-    if method == "pin":
+    if method == Fallback.PIN:
         return read_secret("PIN: ")
-    if method == "recovery":
+    if method == Fallback.RECOVERY:
         return read_secret("recovery code: ")
-    if method == "security-key":
+    if method == Fallback.SECURITY_KEY:
         from devicebio.fallback.security_key import find_security_keys
 
         keys = find_security_keys()
@@ -50,8 +51,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     auth = Authenticator(open_vault(args))
     register = {
-        "pin": auth.register_with_pin,
-        "recovery": auth.register_with_recovery_code,
+        Fallback.PIN: auth.register_with_pin,
+        Fallback.RECOVERY: auth.register_with_recovery_code,
     }.get(args.method)
     if register is None:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {args.method!r} cannot register")
@@ -74,9 +75,9 @@ def cmd_authenticate(args: argparse.Namespace) -> int:
         return authenticate_face(args, vault)
     auth = Authenticator(vault)
     sign = {
-        "pin": auth.authenticate_with_pin,
-        "recovery": auth.authenticate_with_recovery_code,
-        "security-key": auth.authenticate_with_security_key,
+        Fallback.PIN: auth.authenticate_with_pin,
+        Fallback.RECOVERY: auth.authenticate_with_recovery_code,
+        Fallback.SECURITY_KEY: auth.authenticate_with_security_key,
     }.get(args.method)
     if sign is None:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, f"method {args.method!r} is not available")
@@ -297,16 +298,16 @@ def add_parsers(sub: Any) -> None:
         if name == "register":
             p.add_argument(
                 "--method",
-                choices=["pin", "recovery"],
-                default="pin",
+                choices=[Fallback.PIN.value, Fallback.RECOVERY.value],
+                default=Fallback.PIN.value,
                 help="how the user is verified (secret read from stdin)",
             )
             p.add_argument("--user", required=True, help="the account name at the RP")
         else:
             p.add_argument(
                 "--method",
-                choices=["face", "pin", "recovery", "security-key"],
-                default="pin",
+                choices=["face", *(f.value for f in Fallback)],
+                default=Fallback.PIN.value,
                 help="face (with --user and --source); a PIN / recovery code from stdin; "
                 "or a FIDO2 security key enrolled with this device",
             )

@@ -40,6 +40,7 @@ from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClient
 from devicebio import protocol
 from devicebio.errors import DeviceBioError, Reason, protocol_errors
 from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
+from devicebio.signed import Assertion, CredentialInfo, Registration
 from devicebio.store.records import (
     CREDENTIAL_VERSION,
     MAX_COUNTER,
@@ -48,7 +49,15 @@ from devicebio.store.records import (
     check_credential,
 )
 
-__all__ = ["Assertion", "CredentialInfo", "Credentials", "Registration", "UserVerification"]
+# The signed results are defined in devicebio.signed (no hazard in holding one); they are
+# re-exported here because Credentials returns them.
+__all__ = [
+    "Assertion",
+    "CredentialInfo",
+    "Credentials",
+    "Registration",
+    "UserVerification",
+]
 
 KIND = Kind.CREDENTIAL
 _MAX_USER_NAME = 256
@@ -124,65 +133,6 @@ class UserVerification:
             device_id=device_id,
             sdk_version=_sdk_version(),
         )
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A new credential: the raw bytes and their WebAuthn JSON form (:meth:`to_json`)."""
-
-    rp_id: str
-    user: str
-    user_handle: bytes
-    credential_id: bytes
-    device_id: bytes
-    client_data_json: bytes
-    attestation_object: bytes
-
-    @protocol_errors()
-    def to_json(self) -> dict[str, Any]:
-        """``PublicKeyCredential.toJSON()`` form, ready for any WebAuthn relying party."""
-        return protocol.registration_to_json(
-            credential_id=self.credential_id,
-            client_data_json=self.client_data_json,
-            attestation_object=self.attestation_object,
-        )
-
-
-@dataclass(frozen=True)
-class Assertion:
-    """A signed assertion: the raw bytes and their WebAuthn JSON form (:meth:`to_json`)."""
-
-    rp_id: str
-    user: str
-    user_handle: bytes
-    credential_id: bytes
-    sign_count: int
-    client_data_json: bytes
-    authenticator_data: bytes
-    signature: bytes
-
-    @protocol_errors()
-    def to_json(self) -> dict[str, Any]:
-        """``PublicKeyCredential.toJSON()`` form, ready for any WebAuthn relying party."""
-        return protocol.authentication_to_json(
-            credential_id=self.credential_id,
-            client_data_json=self.client_data_json,
-            authenticator_data=self.authenticator_data,
-            signature=self.signature,
-            user_handle=self.user_handle,
-        )
-
-
-@dataclass(frozen=True)
-class CredentialInfo:
-    """What :meth:`Credentials.list` shows: never key material."""
-
-    rp_id: str
-    user: str
-    user_handle: bytes
-    credential_id: bytes
-    sign_count: int
-    created_at: int
 
 
 def _sdk_version() -> str | None:
