@@ -2,6 +2,8 @@
 
     auth = Authenticator(vault)
     auth.enroll("alice", open_source("camera"), consent=Consent("sign-in to Bank", 365))
+    send(auth.register_with_pin(pin, user_name="alice", rp_id="bank.example",
+                                origin="https://bank.example", challenge=rp_challenge).to_json())
     result = auth.authenticate("alice", open_source("camera"),
                                rp_id="bank.example", origin="https://bank.example",
                                challenge=challenge_from_the_rp)

@@ -1,9 +1,13 @@
 """A FIDO2 security key as a fallback when the face does not work (or is locked out).
 
-    keys = SecurityKeyFallback(vault)
-    keys.enroll_key(device, label="blue key")          # once, the user touches the key
-    verification = keys.verify(device)                 # later: touch -> UserVerification
-    assertion = credentials.authenticate(..., verification=verification)
+    auth = Authenticator(vault)
+    auth.security_keys.enroll_key(device, label="blue key")   # once, the user touches the key
+    assertion = auth.authenticate_with_security_key(device, rp_id=..., origin=..., challenge=...)
+
+Use the Authenticator's instance (``auth.security_keys``): it is the one whose lock serialises
+this vault's key-counter updates, and ``authenticate_with_security_key`` also clears the face
+lockout and signs. :meth:`SecurityKeyFallback.verify` alone only returns the
+:class:`~devicebio.hazmat.credentials.UserVerification` that hazmat code would sign.
 
 The device is its own relying party here. It registers a roaming key (USB/NFC, anything
 python-fido2 speaks to) under the local RP id :data:`RP_ID` with an origin that is unique to
