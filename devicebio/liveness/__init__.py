@@ -6,6 +6,7 @@
   plane) and the landmark-motion measures it shares with the session.
 - :mod:`~devicebio.liveness.results`: what a session returns (:class:`LivenessResult`) and the
   plug-in point for other presentation-attack detectors.
+- :mod:`~devicebio.liveness.passive`: the passive PAD, one such plug-in.
 """
 
 from __future__ import annotations
