@@ -253,11 +253,10 @@ def revocation_vectors() -> dict[str, Any]:
         RevocationEntry,
         RevocationList,
         RevocationReason,
-        _payload_obj,
-        _sig_structure,
         revocation_list_to_json,
         sign_revocation_list,
     )
+    from verifier.revocation.codec import _payload_obj, _sig_structure
 
     seed = _seed("devicebio/test-vector/revocation-issuer/v1")
     other_seed = _seed("devicebio/test-vector/revocation-impostor/v1")

@@ -230,12 +230,25 @@ def test_revoke_show_and_inspect(db: Path, key: tuple[Path, str], tmp_path: Path
     assert "refused: revocation_list_rollback" in r.stderr
 
 
-def test_revoke_twice_is_usage_error(db: Path, key: tuple[Path, str]) -> None:
+def test_revoke_twice_is_a_no_op(db: Path, key: tuple[Path, str], tmp_path: Path) -> None:
+    # The one publisher's rule (verifier.revocation.issue): revoking what the list in force
+    # already names changes nothing and says so, as the HTTP service's /revoke does.
     path, _ = key
     args = ("revoke", "--db", db, "--key", path, "--sdk-version", "0.0.1", "--reason", "revoked")
     assert run(*args).returncode == 0
-    r = run(*args)
-    assert r.returncode == 2 and "already revoked" in r.stderr
+    first = SQLiteStore(db).get_revocation_state()
+    r = run(*args, "--reason", "user_requested")
+    assert r.returncode == 0, r.stderr
+    assert "already revoked (revoked) in serial 1; nothing changed" in r.stdout
+    assert SQLiteStore(db).get_revocation_state() == first  # nothing signed or installed
+    out = tmp_path / "rl.cbor"
+    r = run(*args, "--json", "--out", out)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["changed"] is False and body["list"]["serial"] == 1
+    assert first is not None and out.read_bytes() == first[1]  # the list in force
+    r = run("audit", "--db", db, "--json")
+    assert [e["event"] for e in json.loads(r.stdout)["events"]].count("revoked") == 1
 
 
 def test_revoke_requires_one_target_and_known_reason(db: Path, key: tuple[Path, str]) -> None:
@@ -419,7 +432,7 @@ def test_inspect_tampered_assertion_json(device_outputs: dict[str, Path], tmp_pa
 def test_verifier_imports_without_device_stack() -> None:
     code = (
         "import sys, verifier.cli, verifier.store, verifier.challenges, verifier.revocation\n"
-        "from verifier import cli\n"
+        "import verifier.cli.inspect\n"
         "bad = [m for m in ('numpy', 'cv2', 'onnxruntime') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -737,3 +750,44 @@ def test_challenge_ttl_bounds(db: Path) -> None:
     for ttl in ("0", "-1", "inf", "nan", "1e9"):
         r = run("challenge", "--db", db, "--user", "a", "--purpose", "register", "--ttl", ttl)
         assert r.returncode == 2, (ttl, r.stderr)
+
+
+# -- the one publisher, from the command line (verifier.revocation.issue.publish) ----------
+
+
+def test_revoke_retries_a_lost_race_on_top_of_the_winner(
+    db: Path,
+    key: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`verifier revoke` loses the race for serial 2 to another `verifier revoke` process,
+    deterministically: that process runs just before our install reaches the database."""
+    from verifier import cli
+
+    path, public = key
+    args = ("--db", db, "--key", path, "--reason", "revoked")
+    assert run("revoke", *args, "--model-id", "first").returncode == 0
+    real = SQLiteStore.set_revocation_state
+    installs: list[int] = []
+
+    def racing(self: SQLiteStore, serial: int, data: bytes) -> None:
+        installs.append(serial)
+        if len(installs) == 1:
+            r = run("revoke", *args, "--model-id", "racer")
+            assert r.returncode == 0, r.stderr
+        real(self, serial, data)
+
+    monkeypatch.setattr(SQLiteStore, "set_revocation_state", racing)
+    ours = ["--model-id", "ours", "--reason", "revoked", "--json"]
+    code = cli.main(["revoke", "--db", str(db), "--key", str(path), *ours])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["changed"] is True
+    assert installs == [2, 3]  # lost serial 2 to the racer, rebuilt on top of it
+    assert out["list"]["serial"] == 3
+    assert [e["value"] for e in out["list"]["entries"]] == ["first", "racer", "ours"]
+    monkeypatch.undo()
+    state = SQLiteStore(db).get_revocation_state()
+    assert state is not None
+    rl = parse_revocation_list(state[1], nacl.signing.VerifyKey(_b64d(public)))
+    assert rl.serial == 3 and len(rl.entries) == 3

@@ -433,3 +433,60 @@ def test_real_uvicorn_on_loopback(tmp_path: Path, key_file: Path) -> None:
         server.close(timeout=10)
     assert not server._thread.is_alive()
     assert time.monotonic() - started < 60
+
+
+def _cli(*args: str | Path) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "-m", "verifier.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=60,
+    )
+
+
+def test_revoke_shares_the_cli_publisher(
+    tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/revoke and `verifier revoke` are one publisher: a race lost to a CLI process is
+    retried on top of its list, and a duplicate from either side is a no-op on the other."""
+    db = tmp_path / "v.db"
+    app = create_app(
+        db=db, rp_id=RP_ID, origin=ORIGIN, revocation_key_file=key_file, admin_token=TOKEN
+    )
+    store = app.state.store
+    real = store.set_revocation_state
+    installs: list[int] = []
+
+    def racing(serial: int, data: bytes) -> None:
+        installs.append(serial)
+        if len(installs) == 1:  # another process wins serial 2 just before our install
+            r = _cli("revoke", "--db", db, "--key", key_file, "--model-id", "cli-m", "--reason",
+                     "revoked")  # fmt: skip
+            assert r.returncode == 0, r.stderr
+        real(serial, data)
+
+    with TestClient(app) as client:
+        monkeypatch.setattr(store, "set_revocation_state", racing)
+        r = client.post("/revoke", json={"model_id": "http-m", "reason": "revoked"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert installs == [2, 3] and out["changed"] is True and out["serial"] == 3
+        assert [e["value"] for e in out["list"]["entries"]] == ["cli-m", "http-m"]
+        monkeypatch.undo()
+
+        # What the CLI revoked, /revoke leaves alone; and the other way round.
+        again = {"model_id": "cli-m", "reason": "user_requested"}
+        r = client.post("/revoke", json=again, headers=AUTH)
+        assert r.status_code == 200 and r.json()["changed"] is False
+        assert r.json()["serial"] == 3
+        r = _cli("revoke", "--db", db, "--key", key_file, "--model-id", "http-m", "--reason",
+                 "revoked", "--json")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["changed"] is False
+        assert client.get("/revocation").json()["serial"] == 3

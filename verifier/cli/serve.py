@@ -1,0 +1,51 @@
+"""``serve``: the reference relying-party HTTP service, in the foreground.
+
+The one place the command line reaches the server, and only when the command runs: the
+server never imports the CLI, and ``import verifier.cli`` needs no Starlette.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ._common import EXIT_OK, AddCommand, UsageError
+from .ceremonies import policy_from_args
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from verifier.server import create_app, serve
+    except ImportError:
+        raise UsageError("the HTTP service needs: pip install 'devicebio[server]'") from None
+    token = os.environ.get("VERIFIER_ADMIN_TOKEN")
+    app = create_app(
+        db=args.db,
+        rp_id=args.rp_id,
+        origin=args.origin,
+        revocation_key_file=args.key,
+        policy=policy_from_args(args),
+        admin_token=token,
+        open_registration=args.open_registration,
+    )
+
+    def listening(url: str) -> None:
+        print(json.dumps({"url": url}) if args.json else f"verifier serving on {url}", flush=True)
+
+    serve(app, host=args.host, port=args.port, on_listening=listening)
+    return EXIT_OK
+
+
+def register_commands(command: AddCommand) -> None:
+    p = command("serve", _cmd_serve, "the reference relying-party HTTP service (loopback)")
+    p.add_argument("--rp-id", required=True)
+    p.add_argument("--origin", required=True)
+    p.add_argument("--key", help="revocation-list signing key (enables /revoke, /revocation)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    p.add_argument("--methods", help="accepted methods, comma-separated (default: all)")
+    p.add_argument("--require-liveness", action="store_true")
+    p.add_argument(
+        "--open-registration", action="store_true", help="anyone may register a new user"
+    )

@@ -1,0 +1,62 @@
+"""A reference relying-party HTTP service over the verifier (the ``server`` extra).
+
+Small on purpose, so relying parties can read it in one sitting and copy what they need:
+JSON in, JSON out, one SQLite database, one revocation-list signing key. ::
+
+    app = create_app(db="verifier.db", rp_id="example.com", origin="https://example.com",
+                     revocation_key_file="rl-key.json", admin_token=token)
+    serve(app, port=8000)          # 127.0.0.1 only, unless told otherwise
+
+Endpoints (every body is a JSON object; every answer is JSON with ``"ok"``)::
+
+    POST /challenge   {"user", "purpose": "register"|"authenticate"}
+                      -> {"challenge": b64url, "expires_at", ...}
+                      (register challenges need the admin token unless open_registration)
+    POST /register    {"user", "challenge", "credential": RegistrationResponseJSON}
+    POST /verify      {"challenge", "credential": AuthenticationResponseJSON,
+                       "require_liveness"?: bool}   -> the RP's decision, with its reasons
+    POST /revoke      {"credential_id"|"device_id"|"model_id"|"sdk_version", "reason"}
+                      admin: Authorization: Bearer <admin_token>
+    GET  /revocation  the signed list in force (base64url) and its decoded view; public
+    GET  /healthz
+
+Status codes: 200 ok; 400 malformed request; 401 admin token missing or wrong; 403 refused by
+the verifier (``reason`` says why); 404/405 no such route or method; 409 credential already
+registered (or user already enrolled, with open registration); 413 body over the limit;
+415 not ``application/json``; 503 storage unavailable. Refusals look like
+``{"ok": false, "reason": "<machine reason>", "message": "<for people>"}``.
+
+Concurrency: one :class:`~verifier.store.SQLiteStore` per app, shared by all requests.
+Endpoints are ``async`` and hand each verifier call to Starlette's thread pool, because the
+store fsyncs (``synchronous=FULL``) and would otherwise stall the event loop for every other
+client. Sharing one connection across those threads is safe: ``SQLiteStore`` opens it with
+``check_same_thread=False`` and serialises every use with its own lock, and the two writes
+that race (redeeming a challenge, raising a counter) are single conditional UPDATEs, so they
+stay correct across processes too. A connection per request would redo the WAL and schema
+checks on every call and buy nothing.
+
+Logging: request bodies are never logged (they carry no biometrics by design, but ids and
+tokens stay out of logs too); unexpected faults are logged by exception type and path only.
+No CORS headers are sent: a browser front end belongs on the RP's own origin.
+
+Layout: :mod:`.app` (``create_app``: configuration and wiring), :mod:`.routes` (one function
+per endpoint), :mod:`.http` (body limits, the answer shape, status mapping), :mod:`.run`
+(uvicorn). Answers are :mod:`verifier.views`, the same views the CLI prints with ``--json``;
+``/revoke`` and renewals are :func:`verifier.revocation.issue.publish`, as ``verifier revoke``.
+The server never imports the CLI.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+from .http import DEFAULT_MAX_BODY
+from .run import DEFAULT_HOST, BackgroundServer, serve, serve_in_thread
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_BODY",
+    "BackgroundServer",
+    "create_app",
+    "serve",
+    "serve_in_thread",
+]

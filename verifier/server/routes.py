@@ -1,0 +1,267 @@
+"""The endpoints, one function each. Each reads the request, hands the verifier call to the
+thread pool, and answers with a view from :mod:`verifier.views`; the app's configuration is
+the :class:`Service` on ``request.app.state.service``."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.signing
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devicebio.protocol import b64url_encode
+from verifier.assertion import VerifiedAssertion, verify_assertion
+from verifier.challenges import Challenge, Purpose, issue_challenge
+from verifier.errors import Reason, VerifierError
+from verifier.policy import Policy
+from verifier.registration import VerifiedRegistration, verify_registration
+from verifier.revocation import RevocationList
+from verifier.revocation.issue import ListIssuer, entry_from_text
+from verifier.store import Store
+from verifier.views import (
+    assertion_json,
+    challenge_json,
+    policy_json,
+    refused_decision,
+    registration_json,
+    revocation_list_to_json,
+)
+
+from .http import (
+    Problem,
+    as_problem,
+    b64url_field,
+    bearer_ok,
+    endpoint,
+    fields,
+    json_response,
+    malformed,
+    object_field,
+    problem_response,
+    read_json,
+    text_field,
+)
+
+__all__ = ["ROUTES", "Service"]
+
+_MAX_USER = 256
+#: Anyone may ask for challenges: drop the dead ones this often so the table stays small.
+_PURGE_EVERY = 60.0
+_REVOKE_TARGETS = ("credential_id", "device_id", "model_id", "sdk_version")
+
+
+@dataclass
+class Service:
+    """What the handlers share: the validated configuration and the one store."""
+
+    store: Store
+    policy: Policy
+    rp_id: str
+    origin: str
+    revocation: ListIssuer | None
+    token_digest: bytes | None
+    open_registration: bool
+    max_body: int
+    challenge_ttl: float
+    clock: Callable[[], float] = time.time
+    last_purge: float = 0.0
+
+    def revocation_key(self) -> nacl.signing.VerifyKey | None:
+        """The issuer key to enforce the list with, after renewing the list if it is due.
+        Renewal is best effort: if it fails, the check it feeds fails closed."""
+        if self.revocation is None:
+            return None
+        with contextlib.suppress(VerifierError):
+            self.revocation.ensure_fresh()
+        return self.revocation.verify_key
+
+    def purge_if_due(self, now: float) -> None:
+        if now - self.last_purge > _PURGE_EVERY:
+            self.last_purge = now
+            self.store.purge_expired_challenges(now)
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _blocking(func: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+    # The store fsyncs: run verifier calls on the thread pool, never on the event loop.
+    return run_in_threadpool(func, *args)
+
+
+@endpoint
+async def healthz(request: Request) -> Response:
+    s = _service(request)
+
+    def check() -> int | None:
+        state = s.store.get_revocation_state()
+        return None if state is None else state[0]
+
+    serial = await _blocking(check)
+    return json_response(
+        200,
+        {
+            "ok": True,
+            "rp_id": s.rp_id,
+            "revocation": "enforced" if s.revocation is not None else "off",
+            "revocation_serial": serial,
+        },
+    )
+
+
+@endpoint
+async def challenge(request: Request) -> Response:
+    s = _service(request)
+    body = await read_json(request, s.max_body)
+    fields(body, frozenset({"user", "purpose"}))
+    user = text_field(body, "user", _MAX_USER)
+    purpose_text = body.get("purpose")
+    if purpose_text not in (Purpose.REGISTER.value, Purpose.AUTHENTICATE.value):
+        malformed("purpose must be 'register' or 'authenticate'")
+    purpose = Purpose(purpose_text)
+    admin = bearer_ok(request, s.token_digest)
+    if purpose is Purpose.REGISTER and not admin and not s.open_registration:
+        raise Problem(401, "unauthorized", "registering a credential needs the admin token")
+
+    def issue() -> Challenge:
+        now = s.clock()
+        s.purge_if_due(now)
+        if purpose is Purpose.REGISTER and not admin and s.store.credentials_for_user(user):
+            raise Problem(
+                409, "user_exists", "this user is enrolled; adding a device needs the token"
+            )
+        return issue_challenge(s.store, user=user, purpose=purpose, ttl=s.challenge_ttl, now=now)
+
+    c = await _blocking(issue)
+    return json_response(
+        200, {"ok": True, **challenge_json(c), "rp_id": s.rp_id, "origin": s.origin}
+    )
+
+
+@endpoint
+async def register(request: Request) -> Response:
+    s = _service(request)
+    body = await read_json(request, s.max_body)
+    fields(body, frozenset({"user", "challenge", "credential"}))
+    user = text_field(body, "user", _MAX_USER)
+    value = b64url_field(body, "challenge")
+    credential = object_field(body, "credential")
+
+    def run() -> VerifiedRegistration:
+        return verify_registration(
+            credential=credential,
+            expected_challenge=value,
+            expected_origin=s.origin,
+            expected_rp_id=s.rp_id,
+            store=s.store,
+            user=user,
+            policy=s.policy,
+            revocation_issuer_key=s.revocation_key(),
+            now=s.clock(),
+        )
+
+    result = await _blocking(run)
+    return json_response(200, {"ok": True, **registration_json(result)})
+
+
+@endpoint
+async def verify(request: Request) -> Response:
+    """A refusal here also says, in words, what the RP decided and under which policy."""
+    s = _service(request)
+    effective = s.policy
+    try:
+        body = await read_json(request, s.max_body)
+        fields(body, frozenset({"challenge", "credential"}), frozenset({"require_liveness"}))
+        value = b64url_field(body, "challenge")
+        credential = object_field(body, "credential")
+        require_liveness = body.get("require_liveness", False)
+        if type(require_liveness) is not bool:
+            malformed("require_liveness must be true or false")
+        if require_liveness:
+            # The caller may only make the RP's policy stricter, never looser.
+            effective = dataclasses.replace(s.policy, require_liveness=True)
+
+        def run() -> VerifiedAssertion:
+            return verify_assertion(
+                credential=credential,
+                expected_challenge=value,
+                expected_origin=s.origin,
+                expected_rp_id=s.rp_id,
+                store=s.store,
+                policy=effective,
+                revocation_issuer_key=s.revocation_key(),
+                now=s.clock(),
+            )
+
+        result: VerifiedAssertion = await _blocking(run)
+    except (Problem, VerifierError) as exc:
+        problem = as_problem(exc)
+        return problem_response(
+            problem.status,
+            problem.reason,
+            problem.message,
+            decision=refused_decision(problem.reason, problem.message),
+            policy=policy_json(effective),
+        )
+    view = assertion_json(result, effective, revocation_checked=s.revocation is not None)
+    return json_response(200, {"ok": True, **view})
+
+
+def _list_body(issuer: ListIssuer, rl: RevocationList, data: bytes, **extra: Any) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "serial": rl.serial,
+        "signed": b64url_encode(data),
+        "issuer_public_key": b64url_encode(bytes(issuer.verify_key)),
+        "list": revocation_list_to_json(rl),
+        **extra,
+    }
+
+
+@endpoint
+async def revoke(request: Request) -> Response:
+    s = _service(request)
+    # Authenticate before reading a byte of the body.
+    if not bearer_ok(request, s.token_digest):
+        raise Problem(401, "unauthorized", "this endpoint needs the admin bearer token")
+    if s.revocation is None:
+        raise Problem(404, "revocation_off", "this verifier has no revocation key")
+    body = await read_json(request, s.max_body)
+    fields(body, frozenset({"reason"}), frozenset(_REVOKE_TARGETS))
+    targets = [k for k in _REVOKE_TARGETS if k in body]
+    if len(targets) != 1:
+        malformed("name exactly one of " + ", ".join(_REVOKE_TARGETS))
+    entry = entry_from_text(targets[0], body[targets[0]], body["reason"], revoked_at=int(s.clock()))
+    done = await _blocking(s.revocation.revoke, entry)
+    return json_response(200, _list_body(s.revocation, done.list, done.data, changed=done.changed))
+
+
+@endpoint
+async def revocation_list(request: Request) -> Response:
+    s = _service(request)
+    if s.revocation is None:
+        raise Problem(404, "revocation_off", "this verifier has no revocation key")
+    found = await _blocking(s.revocation.current)
+    if found is None:
+        raise Problem(404, Reason.REVOCATION_LIST_MISSING.value, "no list installed yet")
+    return json_response(200, _list_body(s.revocation, *found))
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/challenge", challenge, methods=["POST"]),
+    Route("/register", register, methods=["POST"]),
+    Route("/verify", verify, methods=["POST"]),
+    Route("/revoke", revoke, methods=["POST"]),
+    Route("/revocation", revocation_list, methods=["GET"]),
+]
