@@ -93,3 +93,32 @@ def test_arguments_are_checked() -> None:
         assert err.value.reason is Reason.INVALID_ARGUMENT
     with pytest.raises(DeviceBioError):
         PassivePadDetector(Stub(), min_frames=5, max_frames=4)
+
+
+@pytest.mark.needs_video
+def test_a_genuine_session_passes_with_the_passive_pad(pipeline, video_dir: Path) -> None:
+    # the spliced live session of test_liveness.py, through ActiveLiveness with this detector
+    from test_liveness import VIDEO as SESSION_VIDEO
+    from test_liveness import WANTED, Prompt, _challenge_with, _stream, genuine_session
+
+    from devicebio.liveness import ActiveLiveness
+    from devicebio.protocol import liveness_plan
+
+    cap = cv2.VideoCapture(str(video_dir / SESSION_VIDEO))
+    frames: dict[int, np.ndarray] = {}
+    wanted = set(WANTED)
+    for i in range(WANTED[-1] + 1):
+        ok, bgr = cap.read()
+        assert ok
+        if i in wanted:
+            frames[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    cap.release()
+    challenge = _challenge_with(Prompt.TURN_LEFT)
+    detector = PassivePadDetector(threads=1)
+    result = ActiveLiveness(pipeline, detectors=[detector]).run(
+        _stream(genuine_session(frames, liveness_plan(challenge))).frames(), challenge
+    )
+    assert result.passed, result.reason
+    (verdict,) = result.pad
+    assert verdict.passed and verdict.name == "minifasnet" and verdict.kind == "passive"
+    assert verdict.detail.endswith(f"; {detector.max_frames} frames")
