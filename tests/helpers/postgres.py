@@ -64,7 +64,11 @@ class PostgresServer:
 
     def __init__(self, bindir: Path, *, tcp: bool = False) -> None:
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="devicebio-pg-"))
+        # The unix socket lives here, and its path must stay under ~100 bytes.
+        tmp = tempfile.gettempdir()
+        self.root = Path(
+            tempfile.mkdtemp(prefix="devicebio-pg-", dir=tmp if len(tmp) < 60 else "/tmp")
+        )
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = _free_port() if tcp else 5432

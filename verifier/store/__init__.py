@@ -5,6 +5,10 @@ Two backends keep the same :class:`Store` interface and semantics (see
 :class:`PostgresStore`, a shared PostgreSQL database behind several verifier processes (the
 ``[postgres]`` extra). :func:`open_store` picks one from a URL. Importing this package never
 imports the PostgreSQL driver; only opening a ``postgresql://`` store does.
+
+Beyond ``Store``, both backends offer the same ``atomic()`` (one transaction per block),
+``audit_events(limit)``, ``purge_audit(before)`` (retention), ``durability``,
+``schema_version`` and ``close()`` (also as a context manager).
 """
 
 from __future__ import annotations
