@@ -687,6 +687,28 @@ def test_audit_inside_atomic_is_read_back_inside_it(backend) -> None:
         assert s.audit_events() == []
 
 
+def test_audit_text_survives_exactly_when_sent_with_the_commit(backend) -> None:
+    # PostgreSQL sends a block's audit rows with its COMMIT, quoted by the client: values
+    # that break naive quoting must come back byte for byte, and run nothing.
+    nasty = [
+        "'); DROP TABLE audit; --",
+        "\\x00 \\' \\\\",
+        "$$ $tag$ E'\\n'",
+        "zoë 🙂 \u202e",
+        "%s %(x)s {}",
+    ]
+    with backend.open() as s:
+        with s.atomic():
+            for i, text in enumerate(nasty):
+                s.audit(f"event {text}", text=text, n=i, ratio=1 / 3, flag=False, none=None)
+        events = s.audit_events()
+    assert [e[1] for e in events] == [f"event {t}" for t in nasty]
+    assert [e[2] for e in events] == [
+        {"text": t, "n": i, "ratio": 1 / 3, "flag": False, "none": None}
+        for i, t in enumerate(nasty)
+    ]
+
+
 def test_failed_call_inside_atomic_undoes_only_itself(backend) -> None:
     with backend.open() as s:
         s.set_revocation_state(5, b"five")

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
@@ -145,6 +146,8 @@ _SET_REVOCATION = """
 """
 
 _SYNCHRONOUS_COMMIT = {"full": "on", "normal": "off"}
+
+_INSERT_AUDIT = "INSERT INTO audit (time, event, fields) VALUES (%s, %s, %s)"
 
 
 def _storage_error(exc: BaseException) -> VerifierError:
@@ -349,6 +352,11 @@ class PostgresStore:
         transaction intact; a failed statement (server gone, timeout) aborts the whole
         block, its writes are rolled back and every later call in it raises ``STORAGE``,
         as does the exit unless an exception is already on its way out.
+
+        Audit rows written in the block are held and sent with its COMMIT, in the same
+        network round trip (or before any read of the audit trail inside the block): a
+        verification then costs BEGIN, one round trip per statement whose answer it needs,
+        and COMMIT.
         """
         local = self._local
         if getattr(local, "conn", None) is not None:
@@ -361,23 +369,23 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 conn.execute("BEGIN")
-                local.conn, local.depth = conn, 1
+                local.conn, local.depth, local.audits = conn, 1, []
                 try:
                     yield
                 except BaseException:
                     local.conn = None
                     with contextlib.suppress(VerifierError):
-                        self._commit(conn)
+                        self._commit(conn, local.audits)
                     raise
                 local.conn = None
-                self._commit(conn)
+                self._commit(conn, local.audits)
         except VerifierError:
             raise
         except psycopg.Error as exc:
             raise _storage_error(exc) from exc
 
     @staticmethod
-    def _commit(conn: psycopg.Connection[Any]) -> None:
+    def _commit(conn: psycopg.Connection[Any], audits: list[tuple[float, str, str]]) -> None:
         status = conn.info.transaction_status
         if status == TransactionStatus.INERROR:
             with contextlib.suppress(psycopg.Error):
@@ -388,10 +396,27 @@ class PostgresStore:
         if status != TransactionStatus.INTRANS:
             raise VerifierError(Reason.STORAGE, "the connection lost its transaction")
         try:
-            conn.execute("COMMIT")
+            if audits:
+                # The block's audit rows travel with its COMMIT: one round trip, not two.
+                # Several statements in one message need client-side binding (psycopg
+                # quotes each value with libpq's escaping, bytes never reach this query).
+                values = ", ".join(["(%s, %s, %s)"] * len(audits))
+                with ClientCursor(conn) as cur:
+                    cur.execute(
+                        f"INSERT INTO audit (time, event, fields) VALUES {values}; COMMIT",  # noqa: S608
+                        [x for row in audits for x in row],
+                    )
+            else:
+                conn.execute("COMMIT")
         except psycopg.Error as exc:
-            # The outcome is unknown to us (the server may have committed): fail closed.
+            # Nothing or everything was committed, and which is unknown if the connection
+            # dropped during COMMIT: either way the caller hears STORAGE, never "done".
+            with contextlib.suppress(psycopg.Error):
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
             raise _storage_error(exc) from exc
+        finally:
+            audits.clear()
 
     def close(self) -> None:
         if not self._closed:
@@ -516,16 +541,28 @@ class PostgresStore:
 
     def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
         event, text = audit_text(event, fields)
+        row = (time.time(), event, text)
+        held = getattr(self._local, "conn", None)
+        if held is not None:
+            if held.info.transaction_status == TransactionStatus.INERROR:
+                raise VerifierError(Reason.STORAGE, "an earlier statement aborted the block")
+            self._local.audits.append(row)  # sent with the block's COMMIT
+            return
         with self._conn() as conn:
-            conn.execute(
-                "INSERT INTO audit (time, event, fields) VALUES (%s, %s, %s)",
-                (time.time(), event, text),
-            )
+            conn.execute(_INSERT_AUDIT, row)
+
+    def _flush_audits(self, conn: psycopg.Connection[Any]) -> None:
+        """Inside atomic(), send the audit rows held for COMMIT before reading the trail."""
+        audits = getattr(self._local, "audits", None)
+        if getattr(self._local, "conn", None) is conn and audits:
+            conn.cursor().executemany(_INSERT_AUDIT, audits)
+            audits.clear()
 
     def audit_events(self, limit: int = 100) -> list[tuple[float, str, dict[str, Any]]]:
         """The newest ``limit`` audit events, oldest first, as ``(time, event, fields)``."""
         limit = check_int("limit", limit)
         with self._conn() as conn:
+            self._flush_audits(conn)
             rows = conn.execute(
                 "SELECT time, event, fields FROM audit ORDER BY id DESC LIMIT %s", (limit,)
             ).fetchall()
@@ -535,4 +572,5 @@ class PostgresStore:
         """Retention: delete audit events recorded before ``before``; returns how many went."""
         before = check_time("before", before)
         with self._conn() as conn:
+            self._flush_audits(conn)
             return int(conn.execute("DELETE FROM audit WHERE time < %s", (before,)).rowcount)
