@@ -115,7 +115,14 @@ def _signing_from_jwk(jwk: dict[str, Any]) -> nacl.signing.SigningKey:
     return key
 
 
-_KEY_ERRORS = (ValueError, KeyError, VerifierError, nacl.exceptions.CryptoError)
+# RecursionError: JSON nested thousands deep fits in the 64 KiB bound and overflows the stack.
+_KEY_ERRORS = (
+    ValueError,
+    KeyError,
+    RecursionError,
+    VerifierError,
+    nacl.exceptions.CryptoError,
+)
 
 
 def load_signing_key(path: str | Path) -> nacl.signing.SigningKey:

@@ -791,3 +791,60 @@ def test_revoke_retries_a_lost_race_on_top_of_the_winner(
     assert state is not None
     rl = parse_revocation_list(state[1], nacl.signing.VerifyKey(_b64d(public)))
     assert rl.serial == 3 and len(rl.entries) == 3
+
+
+# -- hostile inputs: each command answers with its typed refusal, never a traceback ----------
+
+
+def _nested_object(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _nested_object(100_000),
+        b'{"id":"AA","response":{"signature":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    ],
+    ids=["object", "array-in-assertion"],
+)
+def test_inspect_refuses_deeply_nested_json_typed(tmp_path: Path, payload: bytes) -> None:
+    # The attack: JSON nested past Python's recursion limit made `inspect` die with a
+    # RecursionError traceback instead of its typed refusal.
+    hostile = tmp_path / "nested.json"
+    hostile.write_bytes(payload)
+    r = run("inspect", hostile)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("refused: malformed"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_key_files_refuse_deeply_nested_json_typed(db: Path, tmp_path: Path) -> None:
+    # A key file is read before anything else: under its 64 KiB bound JSON can still nest
+    # 10,000 deep, which overflowed the JWK reader.
+    hostile = tmp_path / "key.json"
+    hostile.write_bytes(_nested_object(10_000))
+    listing = tmp_path / "list.cbor"
+    listing.write_bytes(b"\xd2")
+    for args in (
+        ("inspect", listing, "--issuer-key", hostile),
+        ("revocation", "install", "--db", db, "--issuer-key", hostile, listing),
+        ("revocation", "publish", "--db", db, "--key", hostile),
+    ):
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("verifier: usage:"), (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_inputs_are_read_within_a_bound(tmp_path: Path) -> None:
+    # An endless input (a FIFO, /dev/zero, a huge sparse file) must not be read into memory
+    # whole: past the bound the command refuses.
+    huge = tmp_path / "huge.bin"
+    with open(huge, "wb") as fh:
+        fh.truncate(1 << 30)  # sparse: 1 GiB that costs no disk
+    r = run("inspect", huge)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("refused: malformed") and "larger than" in r.stderr, r.stderr
+    r = run("inspect", tmp_path)  # a directory: the I/O exit code, not a traceback
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr

@@ -9,7 +9,6 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import nacl.signing
@@ -104,10 +103,23 @@ def fail(args: argparse.Namespace | None, code: int, reason: str, message: str) 
     return code
 
 
+#: The largest input a command reads: room for the largest revocation list (16 MiB,
+#: ``MAX_LIST_BYTES``) as base64url text; credential JSON is capped at 64 KiB anyway. A FIFO,
+#: /dev/zero or a huge sparse file is refused at this bound instead of read into memory whole.
+MAX_INPUT = 24 * 1024 * 1024
+
+
 def read_input(path: str | None) -> bytes:
+    """The input file (``-`` or ``None``: stdin), at most :data:`MAX_INPUT` bytes; more is
+    ``VerifierError(MALFORMED)``, an unreadable path is ``OSError`` (exit 3)."""
     if path is None or path == "-":
-        return sys.stdin.buffer.read()
-    return Path(path).read_bytes()
+        data = sys.stdin.buffer.read(MAX_INPUT + 1)
+    else:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INPUT + 1)
+    if len(data) > MAX_INPUT:
+        raise VerifierError(Reason.MALFORMED, f"input larger than {MAX_INPUT} bytes")
+    return data
 
 
 @contextlib.contextmanager

@@ -158,7 +158,7 @@ def inspect_bytes(data: bytes, issuer_key: nacl.signing.VerifyKey | None) -> dic
         if stripped[:1] == b"{":
             try:
                 obj = json.loads(stripped)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nesting past the stack: refuse
                 raise VerifierError(Reason.MALFORMED, "invalid JSON") from exc
             return _inspect_json(obj)
         try:
