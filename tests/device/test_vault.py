@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import stat
@@ -207,6 +206,11 @@ def test_write_killed_half_way_keeps_a_whole_record(vault: Vault, step: str) -> 
     assert not list((vault.path / "counter").glob(".*.tmp")), "stale temp not cleaned on open"
 
 
+#: What altered record bytes may raise: they are cut short or not ours, moved from another slot,
+#: or fail authentication. Never a schema or decoding complaint, which only authentic bytes reach.
+FORGED_RECORD_REASONS = {Reason.RECORD_CORRUPT, Reason.RECORD_SWAPPED, Reason.RECORD_TAMPERED}
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=300), flips=st.lists(st.integers(0, 400), max_size=4))
 def test_random_and_mutated_record_bytes_give_typed_errors(
@@ -215,10 +219,18 @@ def test_random_and_mutated_record_bytes_give_typed_errors(
     vault = Vault.create(tmp_path_factory.mktemp("h") / "v", KEY)
     vault.put("counter", "c", {"n": 1})
     path = record_file(vault, "counter")
-    for candidate in (data, _mutate(path.read_bytes(), flips)):
+    original = path.read_bytes()
+    for candidate in (data, _mutate(original, flips)):
         path.write_bytes(candidate)
-        with contextlib.suppress(DeviceBioError):
-            vault.get("counter", "c")
+        try:
+            got = vault.get("counter", "c")
+        except DeviceBioError as e:
+            assert e.reason in FORGED_RECORD_REASONS, e
+        else:
+            # A reader that hands back anything for bytes it did not write fails here: only
+            # the authentic record (an empty mutation) may open, and as what was written.
+            assert candidate == original, "altered record bytes were accepted"
+            assert got == {"n": 1}
 
 
 def _mutate(blob: bytes, flips: list[int]) -> bytes:
