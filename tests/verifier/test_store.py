@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import multiprocessing
 import os
 import random
@@ -42,8 +43,28 @@ def _admin(backend: Any) -> Any:
     return psycopg.connect(backend.url, autocommit=True)
 
 
+def _protocol_methods() -> list[str]:
+    return sorted(n for n, v in vars(Store).items() if callable(v) and not n.startswith("_"))
+
+
 def test_store_satisfies_protocol(backend) -> None:
-    assert isinstance(backend.open(), Store)
+    # isinstance() against a runtime-checkable Protocol only sees that the names exist; the
+    # verifier calls these methods with keywords, so each must also take the protocol's
+    # parameters (names, kinds, defaults) or a call fails only when that path runs.
+    store = backend.open()
+    methods = _protocol_methods()
+    assert len(methods) >= 10, methods
+    for name in methods:
+        want = inspect.signature(getattr(Store, name)).parameters.values()
+        got = inspect.signature(getattr(type(store), name)).parameters.values()
+        assert [(p.name, p.kind, p.default) for p in got] == [
+            (p.name, p.kind, p.default) for p in want
+        ], f"{type(store).__name__}.{name}"
+    assert isinstance(store, Store)
+    # and the check discriminates: leave any one method out and it is no Store
+    for missing in methods:
+        partial = type("Partial", (), {n: getattr(type(store), n) for n in methods if n != missing})
+        assert not isinstance(partial(), Store), missing
 
 
 def test_challenge_used_once(backend) -> None:
