@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import describe_machine, machine_line
 
 BUDGET_MS = 1000.0 / 30.0
 FRAME_W, FRAME_H = 640, 480
@@ -100,7 +100,7 @@ def time_sessions(video_dir: Path, n: int, live: Any) -> dict[str, float]:
     seconds = 0.0
     for _ in range(n):
         challenge = rng.bytes(32)
-        user = ev._Performer(cache, person, rng, ev._horizon(liveness_plan(challenge)))
+        user = ev.Performer(cache, person, rng, ev.horizon(liveness_plan(challenge)))
         t0 = time.perf_counter()
         result = live.run(user, challenge, on_prompt=user.on_prompt)
         seconds += time.perf_counter() - t0
@@ -168,7 +168,7 @@ def main() -> int:
     embed_ms: list[float] = []
     for rgb in frames[:: max(1, len(frames) // args.embeds)][: args.embeds]:
         t0 = time.perf_counter()
-        live._embed(rgb)
+        live.embed(rgb)
         embed_ms.append((time.perf_counter() - t0) * 1000.0)
 
     sessions = time_sessions(Path(args.video_dir), args.sessions, live)
@@ -193,13 +193,7 @@ def main() -> int:
         "keeps_up_with_30fps": per_frame["p50"] <= BUDGET_MS,
         "whole_sessions": sessions,
         "sessions_keep_up_with_30fps": sessions["ms_per_frame"] <= BUDGET_MS,
-        "load_average": os.getloadavg(),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "threads": args.threads or os.cpu_count(),
-        },
+        "machine": describe_machine() | {"threads": args.threads or os.cpu_count()},
     }
     pf = per_frame
     verdict = "keeps up" if report["keeps_up_with_30fps"] else "too slow"
@@ -221,9 +215,9 @@ def main() -> int:
     )
     print(
         f"embedding sample: p50 {report['embedding_sample_ms']['p50']:.1f} ms; "
-        f"session amortised {amortised:.1f} ms/frame; load average "
-        f"{' '.join(f'{x:.1f}' for x in report['load_average'])}"
+        f"session amortised {amortised:.1f} ms/frame"
     )
+    print(machine_line(report["machine"]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     return 0

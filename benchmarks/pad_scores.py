@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _machine import describe_machine, machine_line
 
 ENV_RECAPTURES = "DEVICEBIO_RECAPTURES"
 DEFAULT_RECAPTURES = "/work/data/recaptures"
@@ -254,10 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     video_dir = args.video_dir or shared_data("video", "DEVICEBIO_VIDEO")
 
     clips = clips_from(args.recaptures, video_dir)
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores, load average "
-        f"{os.getloadavg()[0]:.1f}; step {args.step} s, at most {args.max_frames} frames a clip"
-    )
+    print(machine_line(describe_machine()))
+    print(f"step {args.step} s, at most {args.max_frames} frames a clip")
     score_clips(clips, args.step, args.max_frames, args.threads)
     print_clips(clips)
     screens = [c for c in clips if c.label in ("bona_fide", "screen_replay")]

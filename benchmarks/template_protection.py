@@ -71,6 +71,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _machine import describe_machine  # noqa: E402
+
 from devicebio.evaluation import lfw, metrics  # noqa: E402
 from devicebio.protect import ALGORITHM, TemplateKey  # noqa: E402
 
@@ -344,8 +346,7 @@ def main() -> int:
             "key_create_or_load_ms": key_ms,
             "protect_one_probe_us": protect_us,
         },
-        "machine": lfw._machine(),
-        "loadavg": list(os.getloadavg()),
+        "machine": describe_machine(),
         "protection": f"devicebio.protect {ALGORITHM}, one key per enrolment",
     }
     print_table(report)
@@ -388,7 +389,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"\ntime: embedding {sec['embedding']:.0f} s, accuracy {sec['accuracy']:.1f} s, "
         f"unlinkability {sec['unlinkability']:.1f} s, total {sec['total']:.0f} s "
-        f"(load average {r['loadavg'][0]:.1f}); a key costs {sec['key_create_or_load_ms']:.1f} ms "
+        f"(load average {r['machine']['load_average']}); a key costs "
+        f"{sec['key_create_or_load_ms']:.1f} ms "
         f"to create or load, protecting a probe {sec['protect_one_probe_us']:.0f} us"
     )
 

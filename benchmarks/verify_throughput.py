@@ -42,7 +42,6 @@ import argparse
 import cProfile
 import gc
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
@@ -61,6 +60,7 @@ from typing import Any
 
 import nacl.signing
 import webauthn
+from _machine import describe_machine, machine_line
 from fido2.server import Fido2Server
 from fido2.webauthn import (
     AttestedCredentialData,
@@ -579,22 +579,8 @@ def profile_devicebio(fx: Fixture, top: int = 25) -> str:
 # --------------------------------------------------------------------------- machine
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+#: The libraries the verifiers' speed depends on, reported with the machine.
+LIBRARIES = ("fido2", "webauthn", "PyNaCl", "cryptography", "cbor2")
 
 
 def _filesystem(path: Path) -> str:
@@ -617,28 +603,15 @@ def _filesystem(path: Path) -> str:
 
 
 def machine_info(db_dir: Path) -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    return {
-        "cpu_model": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
-        "load_average_start": [round(x, 2) for x in os.getloadavg()],
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "sqlite": sqlite3.sqlite_version,
-        "db_filesystem": _filesystem(db_dir),
-        "libraries": {
-            "fido2": _version("fido2"),
-            "webauthn": _version("webauthn"),
-            "PyNaCl": _version("PyNaCl"),
-            "cryptography": _version("cryptography"),
-            "cbor2": _version("cbor2"),
-        },
-    }
+    """The shared machine description (benchmarks/_machine.py) with the libraries above, plus
+    what only this benchmark depends on: SQLite's version and the filesystem under the
+    databases. Its load average is the one at the start; the end's is added after the run."""
+    machine = describe_machine(LIBRARIES)
+    machine["load_average_start"] = machine.pop("load_average")
+    machine["implementation"] = platform.python_implementation()
+    machine["sqlite"] = sqlite3.sqlite_version
+    machine["db_filesystem"] = _filesystem(db_dir)
+    return machine
 
 
 # --------------------------------------------------------------------------- report
@@ -724,14 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="devicebio-bench-", dir=args.dir))
     try:
         machine = machine_info(work_dir)
-        print(
-            f"machine: {machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, "
-            f"load average {machine['load_average_start']}"
-        )
-        print(
-            f"python {machine['python']}, sqlite {machine['sqlite']}, "
-            + ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
-        )
+        print(machine_line({**machine, "load_average": machine["load_average_start"]}))
+        print(f"sqlite {machine['sqlite']}")
         print(f"databases on: {machine['db_filesystem']}")
         print(f"generating {args.n} assertions (device vault, not timed) ...", flush=True)
         t0 = time.perf_counter()
@@ -766,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  with durability='normal' (not the default): {'MET' if met_normal else 'NOT MET'}")
         print(
             f"load average start {machine['load_average_start']}, end "
-            f"{machine['load_average_end']} on {machine['usable_cpus']} CPUs: other jobs "
+            f"{machine['load_average_end']} on {machine['cores_usable']} CPUs: other jobs "
             "share this machine, so single rounds vary; compare within one run only"
         )
 

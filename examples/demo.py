@@ -275,7 +275,7 @@ class Demo:
 
         class Session:  # the camera: T answers each prompt as it appears
             def __init__(self, plan: Any) -> None:
-                performer[:] = [ev._Performer(cache, person, rng, ev._horizon(plan))]
+                performer[:] = [ev.Performer(cache, person, rng, ev.horizon(plan))]
 
             def frames(self) -> Any:
                 return iter(performer[0])
@@ -301,7 +301,7 @@ class Demo:
         photo = neutral[0].astype(np.int16)
         stills = [
             np.clip(photo + rng.integers(-2, 3, photo.shape), 0, 255).astype(np.uint8)
-            for _ in range(int(30 * ev._horizon(plan)))
+            for _ in range(int(30 * ev.horizon(plan)))
         ]
         ch = rp.challenge("t", "authenticate")
         attack = StaticFrames(stills, fps=30)

@@ -14,8 +14,6 @@ how many photos each gate would have flagged is reported.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.evaluation import metrics, shared_data
+from devicebio.evaluation.machine import describe_machine
 
 ENV_LFW = "DEVICEBIO_LFW"
 
@@ -81,23 +80,6 @@ def parse_pairs(path: Path) -> tuple[int, list[Pair]]:
 
 def _image(name: str, index: int) -> str:
     return f"{name}/{name}_{index:04d}.jpg"
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def evaluate(
@@ -215,7 +197,7 @@ def evaluate(
         "timings_ms_mean": {k: float(np.mean(v)) for k, v in stage_ms.items()},
         "timings_ms_p50": {k: float(np.median(v)) for k, v in stage_ms.items()},
         "seconds_total": elapsed,
-        "machine": _machine(),
+        "machine": describe_machine(),
         "model": pipe.model_id,
         "distance": "euclidean; accept when distance < threshold (lower is stricter)",
     }

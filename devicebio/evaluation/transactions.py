@@ -33,7 +33,6 @@ Embeddings and scores stay in this process's memory; only aggregates are returne
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import time
@@ -237,11 +236,9 @@ def evaluate(
     report["seconds_total"] = time.perf_counter() - started
     report["workers"] = workers
     report["model"] = decision.EMBEDDER
-    from devicebio.evaluation.lfw import _machine
+    from devicebio.evaluation.machine import describe_machine
 
-    report["machine"] = _machine()
-    with contextlib.suppress(OSError):  # not every platform has a load average
-        report["machine"]["load_average"] = list(os.getloadavg())
+    report["machine"] = describe_machine()
     report["_scores"] = {"transactions": scores, "comparisons": comp}
     return report
 
@@ -655,6 +652,6 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(
         f"\n{report['seconds_total']:.0f} s ({report['seconds_embedding']:.0f} s embedding, "
         f"{report['workers']} workers); load average "
-        f"{', '.join(f'{x:.1f}' for x in report['machine'].get('load_average', []))}"
+        f"{', '.join(f'{x:.1f}' for x in report['machine'].get('load_average') or [])}"
     )
     return "\n".join(lines)

@@ -204,7 +204,9 @@ class ActiveLiveness:
         aspect = float(np.linalg.norm(xy[_CHIN] - xy[_FOREHEAD])) / max(width, 1e-6)
         return FrameMeasure(detection, mesh, presence, yaw, pitch, ear_l, ear_r, several, aspect)
 
-    def _embed(self, rgb: np.ndarray) -> np.ndarray | None:
+    def embed(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The embedding of the largest face in one frame (the identity sample a session takes),
+        None when no face. Public so a caller may time it or remember it per frame."""
         from devicebio.vision.pipeline import FaceCapture
 
         cap = self.pipeline.analyze(rgb, select="largest", gates=False)
@@ -315,7 +317,7 @@ class _Session:
         return self.t_last - self.t0
 
     def _sample(self, rgb: np.ndarray) -> None:
-        emb = self.o._embed(rgb)
+        emb = self.o.embed(rgb)
         if emb is None:
             return
         if not decision.continues(emb, np.asarray(self.embeddings), self.o.identity_policy):

@@ -22,7 +22,7 @@ def test_annotation_is_well_formed_and_references_no_copied_video() -> None:
         assert seg.video in ann.videos
         assert all(0 <= a < b for a, b in seg.ranges)
     # the annotation names files; the videos themselves never sit in the repository
-    repo = Path(ev.__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[2]
     for name in ann.videos:
         assert not list(repo.rglob(name)), name
 
@@ -72,13 +72,13 @@ def test_people_and_mirrored_turns() -> None:
 def test_photo_attack_frames_are_camera_like() -> None:
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 255, size=(250, 250, 3), dtype=np.uint8)
-    still = ev._PhotoAttack(photo, rng, 1.0, "still_photo")
+    still = ev.PhotoAttack(photo, rng, 1.0, "still_photo")
     frames = list(still)
     assert len(frames) == 31 and frames[0].rgb.shape == (480, 640, 3)
     assert [f.timestamp for f in frames[:3]] == pytest.approx([0, 1 / 30, 2 / 30])
     # the still print only differs by sensor noise; the trembling one moves
     diff_still = np.abs(frames[0].rgb.astype(int) - frames[15].rgb.astype(int)).mean()
-    moving = list(ev._PhotoAttack(photo, np.random.default_rng(0), 1.0, "moving_photo"))
+    moving = list(ev.PhotoAttack(photo, np.random.default_rng(0), 1.0, "moving_photo"))
     diff_moving = np.abs(moving[0].rgb.astype(int) - moving[15].rgb.astype(int)).mean()
     assert diff_still < 3.0 < diff_moving
 
@@ -168,3 +168,30 @@ def test_recorded_frames_are_measured_once_and_the_memo_changes_nothing(
     # and the models are deterministic, so remembering changed no number
     assert first is not None and again is not None
     assert np.array_equal(first.mesh, again.mesh) and first.yaw == again.yaw
+
+
+def test_the_evaluation_uses_only_the_public_liveness_api() -> None:
+    """It measures what the product runs, so it may not reach into the liveness internals:
+    every name it imports from devicebio.liveness is exported there, and every private
+    attribute it touches (``x._name``) is one the evaluation package defines itself."""
+    import ast
+
+    import devicebio.liveness as liveness
+
+    trees = [(p.name, ast.parse(p.read_text())) for p in Path(ev.__file__).parent.glob("*.py")]
+    own: set[str] = set()
+    for _, tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+    for name, tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "devicebio.liveness"
+            ):
+                assert node.module == "devicebio.liveness", (name, node.module)
+                assert {a.name for a in node.names} <= set(liveness.__all__), name
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                assert node.attr.startswith("__") or node.attr in own, (name, node.attr)

@@ -1,0 +1,148 @@
+"""The ISO/IEC 30107-3 report: outcomes tallied per presentation kind and per person, APCER per
+attack species, BPCER, durations, the operating point, and the machine it ran on."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from devicebio.evaluation.liveness.performers import Person
+from devicebio.evaluation.machine import describe_machine
+
+
+@dataclass
+class Tally:
+    presented: int = 0
+    accepted: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    durations: list[float] = field(default_factory=list)
+    accepted_durations: list[float] = field(default_factory=list)
+
+    def add(self, accepted: bool, reason: str, duration: float) -> None:
+        self.presented += 1
+        self.accepted += int(accepted)
+        self.reasons[reason] += 1
+        self.durations.append(duration)
+        if accepted:
+            self.accepted_durations.append(duration)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    person: str  # the enrolled (claimed) person; "lfw" for photo attacks
+    accepted: bool
+    reason: str
+    duration_s: float
+    redraws: int = 0
+
+
+def summarise(
+    outcomes: Iterable[Outcome],
+    *,
+    species: Sequence[str],
+    people: dict[str, Person],
+    complete: list[str],
+    cast: list[str],
+    seed: int | None,
+    workers: int,
+    decode_s: float | None,
+    started: float,
+) -> dict[str, Any]:
+    """The report of one run (``started``: its ``time.perf_counter()`` at the start)."""
+    from devicebio import decision
+
+    tallies: dict[str, Tally] = {"genuine": Tally(), **{s: Tally() for s in species}}
+    per_person: dict[str, Tally] = {}
+    redraws: Counter[str] = Counter()
+    for o in outcomes:
+        tallies[o.kind].add(o.accepted, o.reason, o.duration_s)
+        redraws[o.kind] += o.redraws
+        if o.kind == "genuine":
+            per_person.setdefault(o.person, Tally()).add(o.accepted, o.reason, o.duration_s)
+
+    genuine = tallies["genuine"]
+
+    def rate(t: Tally) -> float | None:
+        return t.accepted / t.presented if t.presented else None
+
+    report: dict[str, Any] = {
+        "standard": "ISO/IEC 30107-3: APCER per PAI species, BPCER",
+        "bpcer": (
+            (genuine.presented - genuine.accepted) / genuine.presented
+            if genuine.presented
+            else None
+        ),
+        "apcer": {s: rate(tallies[s]) for s in species},
+        "apcer_max": max((r for s in species if (r := rate(tallies[s])) is not None), default=None),
+        "sessions": {k: t.presented for k, t in tallies.items()},
+        "accepted": {k: t.accepted for k, t in tallies.items()},
+        "reasons": {k: dict(t.reasons.most_common()) for k, t in tallies.items()},
+        "genuine_duration_s_median": (
+            statistics.median(genuine.durations) if genuine.durations else None
+        ),
+        "genuine_accepted_duration_s_median": (
+            statistics.median(genuine.accepted_durations) if genuine.accepted_durations else None
+        ),
+        "genuine_duration_s_p90": (
+            float(np.percentile(genuine.durations, 90)) if genuine.durations else None
+        ),
+        "people": {
+            n: {
+                "segments": {k: len(v) for k, v in p.responses.items()}
+                | {"neutral": len(p.neutral)},
+                "mirrored": p.mirrored,
+                "complete": p.complete,
+                "fps": p.fps,
+            }
+            for n, p in sorted(people.items())
+        },
+        "people_with_every_prompt": complete,
+        "genuine_people": cast,
+        "bpcer_per_person": {
+            n: {
+                "sessions": t.presented,
+                "bpcer": (t.presented - t.accepted) / t.presented if t.presented else None,
+                "reasons": dict(t.reasons.most_common()),
+            }
+            for n, t in sorted(per_person.items())
+        },
+        "challenges_redrawn_to_fit_footage": dict(redraws),
+        "operating_point": decision.Policy.of().operating_point,
+        "identity_threshold": decision.Policy.of().threshold,
+        "seed": seed,
+        "workers": workers,
+        "decode_seconds": decode_s,
+        "seconds_total": time.perf_counter() - started,
+        "machine": describe_machine(),
+    }
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The readable ISO/IEC 30107-3 table."""
+    lines = [
+        f"{'presentation':<27}{'n':>6}{'accepted':>10}{'rate':>9}  top refusal reasons",
+    ]
+    rows = [("genuine (BPCER)", "genuine")] + [(s + " (APCER)", s) for s in report["apcer"]]
+    for title, key in rows:
+        n = report["sessions"].get(key, 0)
+        acc = report["accepted"].get(key, 0)
+        rate = (n - acc) / n if key == "genuine" and n else (acc / n if n else float("nan"))
+        reasons = ", ".join(
+            f"{r} {c}"
+            for r, c in list(report["reasons"].get(key, {}).items())[:3]
+            if r != "accepted"
+        )
+        lines.append(f"{title:<27}{n:>6}{acc:>10}{rate:>9.2%}  {reasons}")
+    med = report.get("genuine_duration_s_median")
+    if med is not None:
+        lines.append(f"median genuine session: {med:.2f} s")
+    lines.append(f"run time: {report['seconds_total']:.0f} s")
+    return "\n".join(lines)
