@@ -37,3 +37,18 @@ def test_every_threat_names_a_test() -> None:
     assert len(sections) >= 7
     for section in sections:
         assert REF.search(section), f"threat without a test: {section.splitlines()[0]}"
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home)/")
+
+
+@pytest.mark.parametrize(
+    "doc", ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))]
+)
+def test_docs_name_no_machine_path(doc: str) -> None:
+    # A reader's machine has none of this one's folders: commands run from the checkout's root.
+    lines = (REPO / doc).read_text().splitlines()
+    found = [
+        f"{doc}:{n}: {line.strip()}" for n, line in enumerate(lines, 1) if MACHINE_PATH.search(line)
+    ]
+    assert not found, found
