@@ -29,6 +29,7 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
     CREDENTIAL_UNKNOWN = "credential_unknown"
     CREDENTIAL_EXISTS = "credential_exists"
+    USER_ALREADY_REGISTERED = "user_already_registered"
     COUNTER_REGRESSION = "counter_regression"
     EXTENSION_MISSING = "extension_missing"
     EXTENSION_INVALID = "extension_invalid"

@@ -66,6 +66,7 @@ def verify_registration(
     policy: Policy = Policy(),  # noqa: B008 - frozen, immutable default
     user_handle: bytes | None = None,
     revocation_issuer_key: nacl.signing.VerifyKey | None = None,
+    first_credential_only: bool = False,
     now: float | None = None,
 ) -> VerifiedRegistration:
     """Verify a RegistrationResponseJSON made by a devicebio device and store the credential.
@@ -79,7 +80,11 @@ def verify_registration(
     device-bound credentials only (BE = BS = 0), and the devicebio extension with a per-RP
     device id. With ``revocation_issuer_key`` the list in force must exist, verify, be fresh,
     and name neither the credential, the device, its model nor its SDK version: a revoked
-    device cannot come back under a new credential. Raises
+    device cannot come back under a new credential. ``first_credential_only`` is for
+    self-service sign-up, where anyone may ask for a register challenge: the credential is
+    then stored only if ``user`` has none, checked atomically with the insert
+    (``USER_ALREADY_REGISTERED``), so a challenge obtained before the real user signed up
+    cannot add the asker's device to her account afterwards. Raises
     :class:`~verifier.errors.VerifierError` with a reason on any failure.
     """
     # Caller mistakes are reported before the challenge is touched.
@@ -93,6 +98,8 @@ def verify_registration(
         not isinstance(user_handle, bytes) or not 1 <= len(user_handle) <= 64
     ):
         raise VerifierError(Reason.MALFORMED, "user_handle must be 1..64 bytes")
+    if type(first_credential_only) is not bool:
+        raise VerifierError(Reason.MALFORMED, "first_credential_only must be a bool")
     credential_id_hex: str | None = None
     try:
         # Burn the challenge first: any attempt, whatever it fails on, uses it up.
@@ -116,6 +123,7 @@ def verify_registration(
             policy=policy,
             user_handle=user_handle,
             revocation_issuer_key=revocation_issuer_key,
+            first_credential_only=first_credential_only,
             now=now,
         )
     except VerifierError as exc:
@@ -152,6 +160,7 @@ def _verify(
     policy: Policy,
     user_handle: bytes | None,
     revocation_issuer_key: nacl.signing.VerifyKey | None,
+    first_credential_only: bool,
     now: float | None,
 ) -> VerifiedRegistration:
     # §7.1 steps in order; the step numbers are those of WebAuthn Level 3.
@@ -222,7 +231,9 @@ def _verify(
         device_id=extension.device_id,
         created_at=time.time() if now is None else float(now),
     )
-    store.add_credential(record)  # CREDENTIAL_EXISTS again if a racing registration won
+    # CREDENTIAL_EXISTS again if a racing registration won; USER_ALREADY_REGISTERED if the
+    # user got a credential since the challenge was issued (checked in the same step).
+    store.add_credential(record, first_for_user=first_credential_only)
     return VerifiedRegistration(
         record=record,
         aaguid=bytes(cred_data.aaguid),

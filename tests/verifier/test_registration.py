@@ -527,3 +527,28 @@ def test_a_revocation_key_of_the_wrong_type_is_a_caller_error(creds, store) -> N
     ch = _challenge(store).value
     reg = _register(creds, ch).to_json()
     _refused(Reason.MALFORMED, store, reg, ch, revocation_issuer_key=b"k")
+
+
+def test_an_early_sign_up_challenge_cannot_take_over_the_account(
+    tmp_path: Path, store: SQLiteStore, creds: Credentials
+) -> None:
+    """Self-service sign-up: an attacker asks for alice's register challenge before she
+    signs up; once she has, the early challenge must not add the attacker's device."""
+    early = _challenge(store)  # the attacker's, asked for before alice existed
+    mine = _challenge(store)
+    alice = creds.register(
+        rp_id=RP, origin=ORIGIN, challenge=mine.value, user_name="alice", verification=FACE
+    )
+    _verify(store, alice.to_json(), mine.value, first_credential_only=True)
+    attacker = Credentials(Vault.create(tmp_path / "attacker", RawKey(b"\x66" * 32)))
+    theirs = attacker.register(
+        rp_id=RP, origin=ORIGIN, challenge=early.value, user_name="alice", verification=FACE
+    )
+    _refused(
+        Reason.USER_ALREADY_REGISTERED,
+        store,
+        theirs.to_json(),
+        early.value,
+        first_credential_only=True,
+    )
+    assert len(store.credentials_for_user("alice")) == 1

@@ -1113,3 +1113,38 @@ def test_postgres_and_sqlite_agree_on_a_seeded_workload(pg_backend, seed: int) -
     reasons = {r for _, r in expected if isinstance(r, Reason)}
     assert {Reason.CREDENTIAL_EXISTS, Reason.REVOCATION_LIST_ROLLBACK, Reason.STORAGE} <= reasons
     assert any(k == "use" and r is not None and r[3] for k, r in expected)  # a reused one
+
+
+def test_first_credential_for_a_user_is_atomic(backend) -> None:
+    """Two verifier processes (two stores on one database) race to store the first
+    credential of one new user: exactly one wins, the other gets USER_ALREADY_REGISTERED."""
+    import threading
+
+    for round_ in range(5):
+        user = f"new-{round_}"
+        stores = [backend.open(), backend.open()]
+        start = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def register(store, cid: bytes, user: str = user) -> None:
+            start.wait()
+            try:
+                store.add_credential(_cred(cid, user=user), first_for_user=True)
+                outcomes.append("stored")
+            except VerifierError as exc:
+                outcomes.append(exc.reason.value)
+
+        threads = [
+            threading.Thread(target=register, args=(s, f"{user}/{i}".encode()))
+            for i, s in enumerate(stores)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["stored", "user_already_registered"], outcomes
+        assert len(stores[0].credentials_for_user(user)) == 1
+    # Without the flag, a second device for an existing user is still allowed.
+    s = backend.open()
+    s.add_credential(_cred(b"second", user="new-0"))
+    assert len(s.credentials_for_user("new-0")) == 2

@@ -96,8 +96,12 @@ class Store(Protocol):
         """Delete challenges that expired before ``now``; returns how many went."""
         ...
 
-    def add_credential(self, rec: CredentialRecord) -> None:
-        """Store a new credential; ``VerifierError(CREDENTIAL_EXISTS)`` if the id is taken."""
+    def add_credential(self, rec: CredentialRecord, *, first_for_user: bool = False) -> None:
+        """Store a new credential; ``VerifierError(CREDENTIAL_EXISTS)`` if the id is taken.
+
+        ``first_for_user``: in the same atomic step, refuse with ``USER_ALREADY_REGISTERED``
+        when ``rec.user`` already has a credential (two racing registrations for one new
+        user: exactly one wins)."""
         ...
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None: ...

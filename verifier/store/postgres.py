@@ -464,9 +464,20 @@ class PostgresStore:
 
     # -- credentials ---------------------------------------------------------------------
 
-    def add_credential(self, rec: CredentialRecord) -> None:
+    def add_credential(self, rec: CredentialRecord, *, first_for_user: bool = False) -> None:
         params = check_record(rec)
-        with self._conn() as conn:
+        with self._conn() as conn, conn.transaction():
+            if first_for_user:
+                # READ COMMITTED cannot see a racing insert for the same user; a per-user
+                # transaction lock serialises them, so exactly one first registration wins.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (rec.user,))
+                taken = conn.execute(
+                    'SELECT 1 FROM credentials WHERE "user" = %s LIMIT 1', (rec.user,)
+                ).fetchone()
+                if taken is not None:
+                    raise VerifierError(
+                        Reason.USER_ALREADY_REGISTERED, "this user already has a credential"
+                    )
             cur = conn.execute(
                 f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS})"  # noqa: S608
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"

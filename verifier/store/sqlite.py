@@ -373,20 +373,27 @@ class SQLiteStore:
 
     # -- credentials ---------------------------------------------------------------------
 
-    def add_credential(self, rec: CredentialRecord) -> None:
+    def add_credential(self, rec: CredentialRecord, *, first_for_user: bool = False) -> None:
         params = check_record(rec)
+        # One statement: SQLite runs it under the database's write lock, so "the user has no
+        # credential yet" and the insert cannot be separated by another writer.
+        only_new_user = " WHERE NOT EXISTS (SELECT 1 FROM credentials WHERE user = ?)"
         with self._errors():
             try:
-                self._conn.execute(
+                cur = self._conn.execute(
                     "INSERT INTO credentials (credential_id, user, user_handle, rp_id,"
                     " public_key, sign_count, device_id, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    params,
+                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?" + (only_new_user if first_for_user else ""),
+                    (*params, rec.user) if first_for_user else params,
                 )
             except sqlite3.IntegrityError as exc:
                 raise VerifierError(
                     Reason.CREDENTIAL_EXISTS, "a credential with this id is registered"
                 ) from exc
+            if cur.rowcount != 1:
+                raise VerifierError(
+                    Reason.USER_ALREADY_REGISTERED, "this user already has a credential"
+                )
 
     _COLUMNS = (
         "credential_id, user, user_handle, rp_id, public_key, sign_count, device_id, created_at"
