@@ -204,7 +204,7 @@ def extension(
 ) -> dict[str, Any]:
     plan_hash = protocol.liveness_sequence_hash(challenge, protocol.liveness_plan(challenge))
     liveness = (
-        LivenessClaim("active-challenge", True, plan_hash, 40)
+        LivenessClaim("active-challenge", True, plan_hash, 200)
         if method is Method.FACE
         else LivenessClaim.none()
     )
@@ -251,7 +251,7 @@ def registration_parts(challenge: bytes, cred_id: bytes) -> tuple[bytes, bytes]:
         F.UP | F.UV | F.AT | F.ED,
         0,
         bytes(att_cred),
-        extension(device_id=b"\x11" * 16),
+        extension(device_id=b"\x11" * 16, challenge=challenge),
     )
     return bytes(auth), client_data("webauthn.create", challenge)
 

@@ -43,12 +43,13 @@ from verifier.revocation import (
     check_not_revoked,
     revocation_list_to_json,
 )
+from verifier.store import CredentialRecord
 
 VECTORS = Path(__file__).parent / "vectors"
 EXTENSION = json.loads((VECTORS / "devicebio-extension-v1.json").read_text())
 REVOCATION = json.loads((VECTORS / "revocation-list-v1.json").read_text())
 VAULT = json.loads((VECTORS / "vault-v1.json").read_text())
-KAT = json.loads((VECTORS / "webauthn-kat-v1.json").read_text())
+KAT = json.loads((VECTORS / "webauthn-kat-v2.json").read_text())
 PROVENANCE_KEYS = {
     "generated_by",
     "generated_at",
@@ -78,7 +79,7 @@ def _from_jsonable(obj: Any) -> Any:
     "vec", [EXTENSION, REVOCATION, VAULT, KAT], ids=["ext", "rl", "vault", "webauthn"]
 )
 def test_every_vector_file_says_where_it_came_from(vec: dict[str, Any]) -> None:
-    assert vec["format_version"] == 1
+    assert vec["format_version"] == (2 if vec is KAT else 1)
     assert set(vec["provenance"]) >= PROVENANCE_KEYS
     assert vec["description"]
 
@@ -678,21 +679,26 @@ def test_revocation_list_refuses_the_credential_of_the_webauthn_v1_vector() -> N
     vec = json.loads((VECTORS / "webauthn-v1.json").read_text())
     now = REVOCATION["install_sequence"][0]["now"]
     store = SQLiteStore()
-    reg_challenge = bytes.fromhex(vec["registration"]["challenge_hex"])
-    store.insert_challenge(reg_challenge, vec["user"], Purpose.REGISTER.value, 1e12)
-    verify_registration(
-        credential=vec["registration"]["credential"],
-        expected_challenge=reg_challenge,
-        expected_origin=vec["origin"],
-        expected_rp_id=vec["rp_id"],
-        store=store,
-        user=vec["user"],
-        now=now,
+    # v1's face claims are unbound (refused since v2 of the rules), so its credential is put
+    # on file directly and its PIN assertion is the one the list must refuse.
+    reg = protocol.parse_registration_json(vec["registration"]["credential"])
+    data = reg.attestation.auth_data.credential_data
+    store.add_credential(
+        CredentialRecord(
+            reg.credential_id,
+            vec["user"],
+            b"",
+            vec["rp_id"],
+            cbor.encode(dict(data.public_key)),
+            0,
+            reg.extension.device_id,
+            1.0,
+        )
     )
     install_revocation_list(
         store, bytes.fromhex(REVOCATION["list"]["cose_sign1_hex"]), _ISSUER_PUB, now=now
     )
-    case = vec["assertions"][0]
+    case = next(c for c in vec["assertions"] if c["expect"]["method"] == "pin")
     challenge = bytes.fromhex(case["challenge_hex"])
     store.insert_challenge(challenge, vec["user"], Purpose.AUTHENTICATE.value, 1e12)
     with pytest.raises(VerifierError) as info:

@@ -16,15 +16,11 @@ from fido2.webauthn import AuthenticatorData, CollectedClientData
 
 from devicebio.protocol import (
     EXTENSION_ID,
-    LIVENESS_KIND,
     DevicebioExtension,
-    Method,
-    liveness_plan,
-    liveness_sequence_hash,
 )
 
 from .challenges import Challenge, Purpose, consume_challenge
-from .errors import Reason, VerifierError, protocol_errors
+from .errors import Reason, VerifierError
 from .store import Store
 
 _F = AuthenticatorData.FLAG
@@ -128,27 +124,6 @@ def devicebio_extension(
         raise VerifierError(Reason.EXTENSION_INVALID, "unsolicited authenticator extensions")
     assert decoded is not None  # the parser decodes a present extension or refuses it
     return decoded
-
-
-def check_liveness(extension: DevicebioExtension, *, expected_challenge: bytes) -> None:
-    """Under a liveness-requiring policy: the face verification's liveness must be the
-    active, challenge-bound kind, passed, and bound to THIS challenge's prompt sequence
-    (recomputed here from the challenge; a result recorded for another challenge cannot be
-    reused)."""
-    if extension.method is not Method.FACE:
-        return
-    claim = extension.liveness
-    if claim.kind != LIVENESS_KIND or not claim.passed:
-        raise VerifierError(
-            Reason.POLICY_LIVENESS_REQUIRED,
-            f"face verification needs passed {LIVENESS_KIND!r} liveness",
-        )
-    with protocol_errors():
-        expected = liveness_sequence_hash(expected_challenge, liveness_plan(expected_challenge))
-    if claim.sequence_hash is None or not hmac.compare_digest(claim.sequence_hash, expected):
-        raise VerifierError(
-            Reason.LIVENESS_MISMATCH, "liveness was not performed for this challenge's prompts"
-        )
 
 
 def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, reason: Reason) -> None:

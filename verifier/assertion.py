@@ -185,9 +185,7 @@ def _verify(
     # received clientDataJSON bytes, never a re-encoding.
     _verify_signature(record, bytes(auth_data) + client_data.hash, parsed.signature)
 
-    assurance = policy.check(extension.method, extension.liveness)
-    if policy.require_liveness:
-        checks.check_liveness(extension, expected_challenge=expected_challenge)
+    assurance = policy.check(extension, challenge=expected_challenge)
     user_verified = bool(auth_data.flags & _F.UV)
     if not user_verified:
         assurance = Assurance.NONE

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     POLICY_METHOD_REFUSED = "policy_method_refused"
     POLICY_LIVENESS_REQUIRED = "policy_liveness_required"
     LIVENESS_MISMATCH = "liveness_mismatch"
+    LIVENESS_IMPLAUSIBLE = "liveness_implausible"
     REVOKED = "revoked"
     REVOCATION_LIST_STALE = "revocation_list_stale"
     REVOCATION_LIST_ROLLBACK = "revocation_list_rollback"

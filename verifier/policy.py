@@ -15,17 +15,40 @@ Defaults (change them per RP, per transaction type)::
     recovery        -                 recovery     -> re-enrol the user's face / keys
     (UV flag unset, allowed only with require_user_verification=False)  none
 
-Stricter is: fewer ``accepted_methods``, ``require_liveness=True``, lower assurance values.
+Stricter is: fewer ``accepted_methods``, ``require_liveness=True``, lower assurance values,
+a ``known_models`` set.
+
+Claims are self-asserted by the device (there is no hardware attestation), so the policy
+trusts them no further than it can check them, whatever the policy's settings:
+
+- only liveness kinds this verifier knows count as liveness (an unknown kind, even
+  "passed", earns ``face_without_liveness``);
+- a passed challenge-bound claim must carry the sequence hash recomputed from THIS
+  challenge (else ``LIVENESS_MISMATCH``) and have examined at least the frames the plan
+  needs (``protocol.minimum_frames``; else ``LIVENESS_IMPLAUSIBLE``);
+- a face verification must name its model and SDK version, each in canonical form
+  (lowercase, no spaces), so that revocation by model or version cannot be dodged by
+  leaving them out or re-spelling them (``EXTENSION_INVALID``).
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
+import re
 from dataclasses import dataclass
 
-from devicebio.protocol import LivenessClaim, Method
+from devicebio.protocol import (
+    LIVENESS_KIND,
+    DevicebioExtension,
+    LivenessClaim,
+    Method,
+    liveness_plan,
+    liveness_sequence_hash,
+    minimum_frames,
+)
 
-from .errors import Reason, VerifierError
+from .errors import Reason, VerifierError, protocol_errors
 
 __all__ = ["Assurance", "Method", "Policy"]
 
@@ -36,6 +59,12 @@ _ASSURANCE_FIELDS = (
     "security_key",
     "recovery",
 )
+
+#: Liveness kinds whose claims this verifier can check against the challenge.
+KNOWN_LIVENESS_KINDS = frozenset({LIVENESS_KIND})
+# Canonical spellings: revocation lists match model ids and SDK versions exactly.
+_MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._:@+-]{0,127}")
+_SDK_RE = re.compile(r"[0-9][0-9a-z.+-]{0,63}")
 
 
 class Assurance(enum.StrEnum):
@@ -60,15 +89,18 @@ class Policy:
     - ``require_user_verification``: the UV flag must be set (``USER_NOT_VERIFIED``). Turning
       it off only makes sense for a presence-only step-up; devicebio always sets UV when it
       verified the user.
-    - ``require_liveness``: a face verification must carry a *passed* liveness claim
-      (``POLICY_LIVENESS_REQUIRED``). PIN, security key and recovery have no liveness and are
-      not affected; remove them from ``accepted_methods`` to refuse them.
+    - ``require_liveness``: a face verification must carry a *passed* liveness claim of a
+      known kind (``POLICY_LIVENESS_REQUIRED``). PIN, security key and recovery have no
+      liveness and are not affected; remove them from ``accepted_methods`` to refuse them.
+    - ``known_models``: when set, a face verification must name one of these model ids
+      exactly (``EXTENSION_INVALID``).
     - ``face_with_liveness`` ... ``recovery``: the assurance each case earns.
     """
 
     accepted_methods: frozenset[Method] = frozenset(Method)
     require_user_verification: bool = True
     require_liveness: bool = False
+    known_models: frozenset[str] | None = None
     face_with_liveness: Assurance = Assurance.STRONG
     face_without_liveness: Assurance = Assurance.MODERATE
     pin: Assurance = Assurance.WEAKER
@@ -86,6 +118,12 @@ class Policy:
         for name in ("require_user_verification", "require_liveness"):
             if type(getattr(self, name)) is not bool:
                 raise VerifierError(Reason.MALFORMED, f"{name} must be a bool")
+        if self.known_models is not None:
+            if isinstance(self.known_models, str) or not all(
+                isinstance(m, str) and _MODEL_RE.fullmatch(m) for m in self.known_models
+            ):
+                raise VerifierError(Reason.MALFORMED, "known_models must be canonical model ids")
+            object.__setattr__(self, "known_models", frozenset(self.known_models))
         for name in _ASSURANCE_FIELDS:
             try:
                 object.__setattr__(self, name, Assurance(getattr(self, name)))
@@ -94,23 +132,59 @@ class Policy:
 
     def assurance_for(self, method: Method, liveness: LivenessClaim) -> Assurance:
         """The assurance this policy grants to ``method`` with ``liveness`` (no acceptance
-        check; see :meth:`check`)."""
+        check; see :meth:`check`). Only a passed claim of a known kind counts as liveness."""
         if method is Method.FACE:
-            return self.face_with_liveness if liveness.passed else self.face_without_liveness
+            live = liveness.passed and liveness.kind in KNOWN_LIVENESS_KINDS
+            return self.face_with_liveness if live else self.face_without_liveness
         if method is Method.PIN:
             return self.pin
         if method is Method.SECURITY_KEY:
             return self.security_key
         return self.recovery
 
-    def check(self, method: Method, liveness: LivenessClaim) -> Assurance:
-        """Refuse what this policy does not accept; return the assurance of what it does."""
+    def check(self, extension: DevicebioExtension, *, challenge: bytes) -> Assurance:
+        """Refuse what this policy does not accept, and any claim that does not hold up for
+        ``challenge``; return the assurance of what it does accept."""
+        method, liveness = extension.method, extension.liveness
         if method not in self.accepted_methods:
             raise VerifierError(
                 Reason.POLICY_METHOD_REFUSED, f"method {method.value!r} is not accepted"
             )
-        if self.require_liveness and method is Method.FACE and not liveness.passed:
+        if method is Method.FACE:
+            self._check_face(extension, challenge)
+        live = liveness.passed and liveness.kind in KNOWN_LIVENESS_KINDS
+        if self.require_liveness and method is Method.FACE and not live:
             raise VerifierError(
-                Reason.POLICY_LIVENESS_REQUIRED, "face verification without passed liveness"
+                Reason.POLICY_LIVENESS_REQUIRED,
+                f"face verification needs passed {LIVENESS_KIND!r} liveness",
             )
         return self.assurance_for(method, liveness)
+
+    def _check_face(self, extension: DevicebioExtension, challenge: bytes) -> None:
+        model, sdk = extension.model, extension.sdk_version
+        if model is None or _MODEL_RE.fullmatch(model) is None:
+            raise VerifierError(
+                Reason.EXTENSION_INVALID, "a face verification must name its model canonically"
+            )
+        if sdk is None or _SDK_RE.fullmatch(sdk) is None:
+            raise VerifierError(
+                Reason.EXTENSION_INVALID, "a face verification must name its SDK version"
+            )
+        if self.known_models is not None and model not in self.known_models:
+            raise VerifierError(Reason.EXTENSION_INVALID, "the face model is not one this RP knows")
+        claim = extension.liveness
+        if not claim.passed or claim.kind != LIVENESS_KIND:
+            return
+        # A passed challenge-bound claim is checked whatever the policy: a wrong one is a
+        # replayed or forged result, never merely "no liveness".
+        with protocol_errors():
+            plan = liveness_plan(challenge)
+            expected = liveness_sequence_hash(challenge, plan)
+        if claim.sequence_hash is None or not hmac.compare_digest(claim.sequence_hash, expected):
+            raise VerifierError(
+                Reason.LIVENESS_MISMATCH, "liveness was not performed for this challenge's prompts"
+            )
+        if claim.frames < minimum_frames(plan):
+            raise VerifierError(
+                Reason.LIVENESS_IMPLAUSIBLE, "too few frames examined for this challenge's prompts"
+            )

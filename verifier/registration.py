@@ -203,7 +203,7 @@ def _verify(
     )
 
     # The RP's policy judges only authentic claims, so it runs after the signature.
-    assurance = policy.check(extension.method, extension.liveness)
+    assurance = policy.check(extension, challenge=expected_challenge)
     if not auth_data.flags & auth_data.FLAG.UV:
         assurance = Assurance.NONE
     if revocation_issuer_key is not None:

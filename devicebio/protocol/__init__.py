@@ -33,6 +33,7 @@ from devicebio.protocol.liveness_plan import (
     PromptStep,
     liveness_plan,
     liveness_sequence_hash,
+    minimum_frames,
 )
 from devicebio.protocol.webauthn import (
     COSE_ALG_EDDSA,
@@ -80,6 +81,7 @@ __all__ = [
     "ed25519_public_key_from_cose",
     "liveness_plan",
     "liveness_sequence_hash",
+    "minimum_frames",
     "parse_attestation_object",
     "parse_authentication_json",
     "parse_authenticator_data",

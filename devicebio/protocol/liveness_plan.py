@@ -90,6 +90,17 @@ def liveness_plan(challenge: bytes, *, steps: int = 5) -> tuple[PromptStep, ...]
     raise AssertionError("unreachable: 256 draws without a head turn")  # pragma: no cover
 
 
+#: The slowest camera a session may run on. A passed claim that examined fewer frames than
+#: the plan's delays last at this rate cannot have watched the whole plan being performed.
+MIN_SESSION_FPS = 10
+
+
+def minimum_frames(plan: Sequence[PromptStep]) -> int:
+    """The fewest frames a session that performed ``plan`` can have examined."""
+    total_ms = sum(round(float(step.delay_s) * 1000.0) for step in plan)
+    return -(-total_ms * MIN_SESSION_FPS // 1000)
+
+
 def liveness_sequence_hash(challenge: bytes, plan: Sequence[PromptStep]) -> bytes:
     """32-byte SHA-256 over a canonical encoding of the challenge and the plan.
 

@@ -15,11 +15,12 @@ import cbor2
 import pytest
 from fido2 import cbor
 from fido2.webauthn import AuthenticatorData
+from helpers.claims import face
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from devicebio import protocol
-from devicebio.hazmat.credentials import Credentials, UserVerification
+from devicebio.hazmat.credentials import Credentials
 from devicebio.protocol import (
     DevicebioExtension,
     LivenessClaim,
@@ -29,6 +30,7 @@ from devicebio.protocol import (
 )
 from devicebio.store.vault import RawKey, Vault
 from verifier import (
+    CredentialRecord,
     Purpose,
     SQLiteStore,
     VerifiedAssertion,
@@ -36,13 +38,12 @@ from verifier import (
     verify_assertion,
     verify_registration,
 )
+from verifier import Reason as VReason
 
 RP = "example.com"
 ORIGIN = "https://example.com"
 CHALLENGE = b"property-test-challenge-0123456789"
-FACE = UserVerification(
-    Method.FACE, LivenessClaim("active-challenge", True, b"\x05" * 32, 9), "m@1", True
-)
+FACE = face(CHALLENGE)
 F = AuthenticatorData.FLAG
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -450,44 +451,64 @@ def test_bool_is_not_an_int_and_int_is_not_a_bool():
 VECTOR = Path(__file__).parent.parent / "vectors" / "webauthn-v1.json"
 
 
-def test_versioned_vector_still_verifies():
-    """Bytes a v1 device produced must keep verifying, with python-fido2 and with ours."""
+def test_versioned_vector_still_parses_but_its_unbound_face_claims_are_refused():
+    """v1 bytes still parse and their signatures still verify (python-fido2 too, below), but
+    the v1 device signed passed liveness claims bound to no challenge's plan (a fixed hash):
+    the verifier now refuses those whatever its policy (issue 10 #9), so its face
+    registration is refused with LIVENESS_MISMATCH; the PIN assertion of the same
+    credential still verifies once the credential is on file."""
     vec = json.loads(VECTOR.read_text())
     assert vec["format_version"] == 1
     store = SQLiteStore()
     reg_challenge = bytes.fromhex(vec["registration"]["challenge_hex"])
     store.insert_challenge(reg_challenge, vec["user"], Purpose.REGISTER.value, 1e12)
-    registered = verify_registration(
-        credential=vec["registration"]["credential"],
-        expected_challenge=reg_challenge,
-        expected_origin=vec["origin"],
-        expected_rp_id=vec["rp_id"],
-        store=store,
-        user=vec["user"],
-        user_handle=protocol.b64url_decode(vec["user_handle_b64url"]),
-    )
-    assert registered.device_id is not None
-    for case in vec["assertions"]:
-        challenge = bytes.fromhex(case["challenge_hex"])
-        store.insert_challenge(challenge, vec["user"], Purpose.AUTHENTICATE.value, 1e12)
-        result = verify_assertion(
-            credential=case["credential"],
-            expected_challenge=challenge,
+    with pytest.raises(VerifierError) as info:
+        verify_registration(
+            credential=vec["registration"]["credential"],
+            expected_challenge=reg_challenge,
             expected_origin=vec["origin"],
             expected_rp_id=vec["rp_id"],
             store=store,
+            user=vec["user"],
         )
-        want = case["expect"]
-        assert result.new_sign_count == want["sign_count"]
-        assert result.method.value == want["method"]
-        assert result.liveness.kind == want["liveness_kind"]
-        assert result.liveness.passed is want["liveness_passed"]
-        assert result.model == want["model"]
-        assert result.assurance.value == want["assurance"]
-        # And the raw wire layout of the extension is what the v1 schema says.
+    assert info.value.reason is VReason.LIVENESS_MISMATCH
+    store.add_credential(_v1_record(vec))
+    for case in vec["assertions"]:
+        challenge = bytes.fromhex(case["challenge_hex"])
+        store.insert_challenge(challenge, vec["user"], Purpose.AUTHENTICATE.value, 1e12)
+        args = {
+            "credential": case["credential"],
+            "expected_challenge": challenge,
+            "expected_origin": vec["origin"],
+            "expected_rp_id": vec["rp_id"],
+            "store": store,
+        }
+        if case["expect"]["liveness_passed"]:
+            with pytest.raises(VerifierError) as info:
+                verify_assertion(**args)
+            assert info.value.reason is VReason.LIVENESS_MISMATCH
+            continue
+        result = verify_assertion(**args)
+        assert result.method.value == case["expect"]["method"] == "pin"
         ad = protocol.parse_authentication_json(case["credential"]).authenticator_data
         assert set(ad.extensions) == {"devicebio"}
         assert set(ad.extensions["devicebio"]) <= {"v", "m", "l", "md", "a", "d", "s"}
+
+
+def _v1_record(vec: dict) -> CredentialRecord:
+    """The v1 vector's credential as an RP that registered it under v1 rules holds it."""
+    reg = protocol.parse_registration_json(vec["registration"]["credential"])
+    data = reg.attestation.auth_data.credential_data
+    return CredentialRecord(
+        credential_id=reg.credential_id,
+        user=vec["user"],
+        user_handle=protocol.b64url_decode(vec["user_handle_b64url"]),
+        rp_id=vec["rp_id"],
+        public_key=cbor.encode(dict(data.public_key)),
+        sign_count=0,
+        device_id=reg.extension.device_id if reg.extension else None,
+        created_at=1.0,
+    )
 
 
 def test_importing_verifier_pulls_in_no_vision_stack():

@@ -475,6 +475,7 @@ def webauthn_kat_vectors() -> dict[str, Any]:
     """
     from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClientData
 
+    from devicebio import protocol
     from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
 
     flag = AuthenticatorData.FLAG
@@ -485,14 +486,31 @@ def webauthn_kat_vectors() -> dict[str, Any]:
     user_handle = b"alice-handle-0001"
     rp_hash = hashlib.sha256(RP_ID.encode()).digest()
     model = "dlib_resnet_v1@8eba2436042a9c28"
-    seq = hashlib.sha256(b"devicebio/test-vector/prompt-sequence/v1").digest()
-    face_live = DevicebioExtension(
-        method=Method.FACE,
-        liveness=LivenessClaim("active-challenge", True, seq, 42),
-        model=model,
-        assurance="strong",
-        sdk_version="0.1.0",
-    )
+
+    def challenge(label: str) -> bytes:
+        return hashlib.sha256(f"devicebio/test-vector/challenge/{label}".encode()).digest()
+
+    def bound(label: str) -> LivenessClaim:
+        # v2: a passed claim carries the hash of ITS challenge's plan and at least the frames
+        # that plan needs, as the verifier checks whatever its policy (v1's claims did not).
+        ch = challenge(label)
+        plan = protocol.liveness_plan(ch)
+        frames = protocol.minimum_frames(plan) + 60
+        return LivenessClaim(
+            "active-challenge", True, protocol.liveness_sequence_hash(ch, plan), frames
+        )
+
+    def face_live_for(label: str, device_id: bytes | None = None) -> DevicebioExtension:
+        return DevicebioExtension(
+            method=Method.FACE,
+            liveness=bound(label),
+            model=model,
+            assurance="strong",
+            device_id=device_id,
+            sdk_version="0.1.0",
+        )
+
+    face_live = face_live_for("assertion-face-liveness")
     face_flat = DevicebioExtension(
         method=Method.FACE,
         liveness=LivenessClaim.none(),
@@ -504,33 +522,20 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         method=Method.PIN, liveness=LivenessClaim.none(), assurance="weaker", sdk_version="0.1.0"
     )
 
-    def challenge(label: str) -> bytes:
-        return hashlib.sha256(f"devicebio/test-vector/challenge/{label}".encode()).digest()
-
     # ---- registration
-    reg_ext = DevicebioExtension(
-        method=Method.FACE,
-        liveness=LivenessClaim("active-challenge", True, seq, 42),
-        model=model,
-        assurance="strong",
-        device_id=device_id,
-        sdk_version="0.1.0",
-    )
-
-    reg_ext_map = reg_ext.to_extensions()
-    face_ext_map = face_live.to_extensions()
+    reg_ext = face_live_for("registration", device_id)
 
     def registration(
         *,
-        ext: Any = reg_ext_map,
+        ext: Any = "face",
         fmt: str = "packed",
         stmt: dict[str, Any] | None = None,
         flags: Any = flag.UP | flag.UV | flag.AT | flag.ED,
         label: str = "registration",
         tamper_sig: bool = False,
     ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-        from devicebio import protocol
-
+        if ext == "face":
+            ext = face_live_for(label, device_id).to_extensions()
         att_cred = protocol.attested_credential_data(cred_id, bytes(key.verify_key))
         auth = AuthenticatorData.create(rp_hash, flags, 0, att_cred, ext)
         client = CollectedClientData.create(
@@ -575,7 +580,7 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         label: str,
         *,
         counter: int,
-        ext: Any = face_ext_map,
+        ext: Any = "face",
         flags: Any = flag.UP | flag.UV | flag.ED,
         typ: str = "webauthn.get",
         origin: str = ORIGIN,
@@ -586,8 +591,8 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         tamper_sig: bool = False,
         attested: bool = False,
     ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-        from devicebio import protocol
-
+        if ext == "face":
+            ext = face_live_for(label).to_extensions()
         pub = bytes(key.verify_key)
         att_cred = protocol.attested_credential_data(cred_id, pub) if attested else b""
         auth = AuthenticatorData.create(rp, flags, counter, att_cred, ext)
@@ -744,7 +749,9 @@ def webauthn_kat_vectors() -> dict[str, Any]:
         (
             "device-id-in-assertion",
             "the per-RP device id belongs to registration only",
-            assertion("n-devid", counter=10, ext=reg_ext.to_extensions()),
+            assertion(
+                "n-devid", counter=10, ext=face_live_for("n-devid", device_id).to_extensions()
+            ),
             "extension_invalid",
             {},
         ),
@@ -831,15 +838,17 @@ def webauthn_kat_vectors() -> dict[str, Any]:
     ]
     return {
         "description": (
-            "WebAuthn wire format v1, fully deterministic: a registration (packed "
+            "WebAuthn known answers v2, fully deterministic: a registration (packed "
             "self-attestation, EdDSA) and assertions signed with a PUBLISHED Ed25519 seed, "
             "RP example.com / https://example.com. Each positive must be rebuilt byte for "
             "byte and verified; each negative must be refused by verifier.verify_registration "
             "/ verify_assertion with the given verifier Reason. Negative assertions are "
             "checked against a store holding the registration and the three positive "
-            "assertions (stored sign count 3). Never use this seed for anything real."
+            "assertions (stored sign count 3). Never use this seed for anything real. "
+            "v2 replaces v1, whose passed liveness claims named a plan of no challenge in "
+            "particular: a verifier now refuses those (liveness_mismatch) whatever its policy."
         ),
-        "format_version": 1,
+        "format_version": 2,
         "provenance": provenance("tests/vectors/_generate.py webauthn_kat_vectors()", True),
         "rp_id": RP_ID,
         "origin": ORIGIN,
@@ -1176,7 +1185,7 @@ def main(argv: list[str] | None = None) -> int:
         "extension": ("devicebio-extension-v1.json", extension_vectors),
         "revocation": ("revocation-list-v1.json", revocation_vectors),
         "vault": ("vault-v1.json", vault_vectors),
-        "webauthn": ("webauthn-kat-v1.json", webauthn_kat_vectors),
+        "webauthn": ("webauthn-kat-v2.json", webauthn_kat_vectors),
     }
     unknown = set(args.only) - set(makers)
     if unknown:

@@ -14,6 +14,8 @@ from typing import Any
 import nacl.signing
 import pytest
 from fido2.webauthn import AuthenticatorData, CollectedClientData
+from helpers.claims import MODEL, live_claim
+from helpers.claims import face as helpers_face
 
 from devicebio import protocol
 from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
@@ -42,10 +44,9 @@ from verifier.store import CredentialRecord
 RP = "example.com"
 ORIGIN = "https://example.com"
 F = AuthenticatorData.FLAG
-MODEL = "dlib-resnet-v1@6a1b2c3d"
-FACE = UserVerification(
-    Method.FACE, LivenessClaim("active-challenge", True, b"\x03" * 32, 30), MODEL, True
-)
+# FACE stands for "a verified face with passed liveness for the challenge in use": the
+# verifier checks a passed claim against its challenge, so Device builds one per challenge.
+FACE = helpers_face(b"\x00" * 32)
 FACE_NO_LIVENESS = UserVerification(Method.FACE, LivenessClaim.none(), MODEL, True)
 PIN = UserVerification(Method.PIN, LivenessClaim.none(), None, True)
 RECOVERY = UserVerification(Method.RECOVERY, LivenessClaim.none(), None, True)
@@ -65,7 +66,11 @@ class Device:
         self.store = SQLiteStore()
         ch = issue_challenge(self.store, user="alice", purpose=Purpose.REGISTER)
         self.reg = self.creds.register(
-            rp_id=RP, origin=ORIGIN, challenge=ch.value, user_name="alice", verification=FACE
+            rp_id=RP,
+            origin=ORIGIN,
+            challenge=ch.value,
+            user_name="alice",
+            verification=helpers_face(ch.value),
         )
         verify_registration(
             credential=self.reg.to_json(),
@@ -85,6 +90,8 @@ class Device:
     def assert_(self, challenge: bytes, verification: UserVerification = FACE, **kw: Any):
         args: dict[str, Any] = {"rp_id": RP, "origin": ORIGIN}
         args.update(kw)
+        if verification is FACE:
+            verification = helpers_face(challenge)
         return self.creds.authenticate(challenge=challenge, verification=verification, **args)
 
     def verify(self, credential: Any, challenge: bytes, **kw: Any):
@@ -121,7 +128,7 @@ class Device:
     ) -> dict[str, Any]:
         """An assertion validly signed by this device's key, with one thing changed."""
         if extensions == "default":
-            extensions = FACE.extension().to_extensions()
+            extensions = helpers_face(challenge).extension().to_extensions()
         ad = AuthenticatorData.create(
             hashlib.sha256(RP.encode()).digest(), F(flags), counter, extensions=extensions
         )
@@ -152,7 +159,7 @@ def test_assertion_verifies_and_counter_is_stored(dev):
         assert dev.store.get_credential(dev.reg.credential_id).sign_count == expected
     assert result.credential_id == dev.reg.credential_id and result.user == "alice"
     assert result.method is Method.FACE and result.assurance is Assurance.STRONG
-    assert result.liveness == FACE.liveness and result.model == MODEL and result.user_verified
+    assert result.liveness == live_claim(ch) and result.model == MODEL and result.user_verified
     assert not result.re_enrol_required
     assert [e for _, e, _ in dev.store.audit_events()].count("assertion_verified") == 3
 
@@ -651,14 +658,14 @@ def test_extension_missing(dev):
 
 def test_extension_invalid(dev):
     ch = dev.challenge()
-    obj = FACE.extension().to_cbor_obj()
+    obj = helpers_face(ch).extension().to_cbor_obj()
     obj["score"] = 93  # never a score on the wire
     dev.refused(Reason.EXTENSION_INVALID, dev.forge(ch, extensions={"devicebio": obj}), ch)
     ch = dev.challenge()
-    with_device_id = FACE.extension(device_id=dev.reg.device_id).to_extensions()
+    with_device_id = helpers_face(ch).extension(device_id=dev.reg.device_id).to_extensions()
     dev.refused(Reason.EXTENSION_INVALID, dev.forge(ch, extensions=with_device_id), ch)
     ch = dev.challenge()
-    unsolicited = {**FACE.extension().to_extensions(), "hmac-secret": True}
+    unsolicited = {**helpers_face(ch).extension().to_extensions(), "hmac-secret": True}
     dev.refused(Reason.EXTENSION_INVALID, dev.forge(ch, extensions=unsolicited), ch)
 
 

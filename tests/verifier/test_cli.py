@@ -12,6 +12,7 @@ from typing import Any
 
 import nacl.signing
 import pytest
+from helpers.claims import live_claim
 
 from verifier.challenges import Purpose, consume_challenge
 from verifier.errors import Reason, VerifierError
@@ -352,9 +353,7 @@ def device_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     creds = Credentials(Vault.create(d / "profile", RawKey(b"\x07" * 32)))
     uv = UserVerification(
         method=Method.FACE,
-        liveness=LivenessClaim(
-            kind="active-challenge", passed=True, sequence_hash=b"\x05" * 32, frames=24
-        ),
+        liveness=live_claim(b"r" * 32),
         model="test-model@sha256:0123",
         verified=True,
     )
@@ -462,13 +461,14 @@ class _Device:
         self.creds = Credentials(Vault.create(path, RawKey(b"\x09" * 32)))
 
     @staticmethod
-    def uv(method: str = "face", liveness: bool = True) -> Any:
+    def uv(method: str = "face", liveness: bool = True, challenge: bytes = b"\x01") -> Any:
         from devicebio.hazmat.credentials import UserVerification
-        from devicebio.protocol import LivenessClaim, Method
+        from devicebio.protocol import LivenessClaim, Method, liveness_plan, liveness_sequence_hash
 
+        digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
         claim = (
             LivenessClaim(
-                kind="active-challenge", passed=liveness, sequence_hash=b"\x01" * 32, frames=20
+                kind="active-challenge", passed=liveness, sequence_hash=digest, frames=500
             )
             if method == "face"
             else LivenessClaim.none()
@@ -486,7 +486,7 @@ class _Device:
             origin=ORIGIN,
             challenge=challenge,
             user_name=user,
-            verification=self.uv(),
+            verification=self.uv(challenge=challenge),
         )
         return reg.to_json()  # type: ignore[no-any-return]
 
@@ -495,7 +495,7 @@ class _Device:
             rp_id=RP_ID,
             origin=ORIGIN,
             challenge=challenge,
-            verification=self.uv(method, liveness),
+            verification=self.uv(method, liveness, challenge),
         )
 
 

@@ -18,6 +18,7 @@ from fido2.webauthn import (
     PublicKeyCredentialUserEntity,
     UserVerificationRequirement,
 )
+from helpers.claims import face
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse
 
 from devicebio.hazmat.credentials import Credentials, UserVerification
@@ -189,8 +190,9 @@ def test_our_verifier_and_both_libraries_agree_on_one_ceremony(creds):
     from verifier import verify_registration as ours
 
     store = SQLiteStore()
-    uv = VERIFICATIONS["face+liveness"]
     ch = issue_challenge(store, user="alice", purpose=Purpose.REGISTER).value
+    # our verifier checks a passed liveness claim against its challenge: bind it to each
+    uv = face(ch)
     reg = creds.register(rp_id=RP, origin=ORIGIN, challenge=ch, user_name="alice", verification=uv)
     j = reg.to_json()
     theirs = webauthn.verify_registration_response(
@@ -211,7 +213,7 @@ def test_our_verifier_and_both_libraries_agree_on_one_ceremony(creds):
     assert mine.record.public_key == theirs.credential_public_key
 
     ch = issue_challenge(store, user="alice", purpose=Purpose.AUTHENTICATE).value
-    a = creds.authenticate(rp_id=RP, origin=ORIGIN, challenge=ch, verification=uv).to_json()
+    a = creds.authenticate(rp_id=RP, origin=ORIGIN, challenge=ch, verification=face(ch)).to_json()
     theirs_a = webauthn.verify_authentication_response(
         credential=a,
         expected_challenge=ch,

@@ -102,3 +102,56 @@ def test_failed_or_other_kind_of_liveness_is_refused_when_required(dev) -> None:
 def test_methods_without_liveness_are_not_affected(dev) -> None:
     ch = dev.challenge()
     assert dev.verify(dev.assert_(ch, PIN).to_json(), ch, policy=REQUIRE).method is Method.PIN
+
+
+# ---- self-asserted claims are trusted no further than they can be checked (issue 10 #9) ----
+
+
+def test_a_one_frame_claim_with_the_right_hash_is_implausible(dev) -> None:
+    for policy in (REQUIRE, Policy()):
+        ch = dev.challenge()
+        digest = liveness_sequence_hash(ch, liveness_plan(ch))
+        uv = UserVerification(
+            Method.FACE, LivenessClaim(LIVENESS_KIND, True, digest, 1), MODEL, True
+        )
+        dev.refused(Reason.LIVENESS_IMPLAUSIBLE, dev.assert_(ch, uv).to_json(), ch, policy=policy)
+
+
+def test_a_passed_claim_of_an_unknown_kind_is_not_strong(dev) -> None:
+    ch = dev.challenge()
+    result = dev.verify(dev.assert_(ch, _bound(ch, kind="made-up-check")).to_json(), ch)
+    assert result.assurance is Assurance.MODERATE
+
+
+def test_a_wrong_hash_is_refused_under_the_default_policy_too(dev) -> None:
+    ch = dev.challenge()
+    old = dev.challenge()
+    dev.refused(Reason.LIVENESS_MISMATCH, dev.assert_(ch, _bound(old)).to_json(), ch)
+
+
+@pytest.mark.parametrize(
+    ("model", "sdk"),
+    [
+        (None, "0.1.0"),  # no model: model revocation would never match
+        ("DLIB_resnet_v1@6a1b2c3d4e5f6071", "0.1.0"),  # re-spelled to dodge an exact entry
+        ("dlib_resnet_v1@6a1b2c3d4e5f6071 ", "0.1.0"),  # a trailing space
+        (MODEL, None),  # no SDK version: SDK revocation would never match
+        (MODEL, "0.1.0 "),
+    ],
+)
+def test_face_claims_name_their_model_and_sdk_canonically(dev, monkeypatch, model, sdk) -> None:
+    import devicebio.hazmat.credentials as credentials
+
+    monkeypatch.setattr(credentials, "_sdk_version", lambda: sdk)
+    ch = dev.challenge()
+    uv = UserVerification(Method.FACE, _bound(ch).liveness, model, True)
+    dev.refused(Reason.EXTENSION_INVALID, dev.assert_(ch, uv).to_json(), ch)
+
+
+def test_known_models_pins_the_model(dev) -> None:
+    ch = dev.challenge()
+    policy = Policy(known_models=frozenset({"other_model@0011223344556677"}))
+    dev.refused(Reason.EXTENSION_INVALID, dev.assert_(ch, _bound(ch)).to_json(), ch, policy=policy)
+    ch = dev.challenge()
+    ok = Policy(known_models=frozenset({MODEL}))
+    assert dev.verify(dev.assert_(ch, _bound(ch)).to_json(), ch, policy=ok).assurance == "strong"

@@ -22,6 +22,7 @@ from fido2.webauthn import (
     AuthenticatorData,
     CollectedClientData,
 )
+from helpers.claims import MODEL, face
 
 from devicebio import protocol
 from devicebio.hazmat.credentials import KIND, Credentials, UserVerification
@@ -42,10 +43,10 @@ from verifier import (
 RP = "example.com"
 ORIGIN = "https://example.com"
 F = AuthenticatorData.FLAG
-FACE = UserVerification(
-    Method.FACE, LivenessClaim("active-challenge", True, b"\x02" * 32, 20), "m@1", True
-)
-FACE_NO_LIVENESS = UserVerification(Method.FACE, LivenessClaim.none(), "m@1", True)
+# FACE stands for "a verified face with passed liveness for the challenge in use" (the
+# verifier checks a passed claim against its challenge): _register and _craft bind it.
+FACE = face(b"\x00" * 32)
+FACE_NO_LIVENESS = UserVerification(Method.FACE, LivenessClaim.none(), MODEL, True)
 PIN = UserVerification(Method.PIN, LivenessClaim.none(), None, True)
 
 
@@ -110,7 +111,7 @@ def _craft(
     seed = _seed(vault)
     key = nacl.signing.SigningKey(seed)
     if extensions == "default":
-        extensions = FACE.extension(device_id=reg.device_id).to_extensions()
+        extensions = face(challenge).extension(device_id=reg.device_id).to_extensions()
     cred = AttestedCredentialData.create(
         protocol.DEVICEBIO_AAGUID,
         reg.credential_id,
@@ -137,6 +138,8 @@ def _register(creds: Credentials, challenge: bytes, verification=FACE, **kw: Any
         "verification": verification,
     }
     args.update(kw)
+    if args["verification"] is FACE:
+        args["verification"] = face(args["challenge"])
     return creds.register(**args)
 
 
@@ -377,14 +380,16 @@ def test_extension_missing(creds, vault, store):
 def test_extension_without_device_id(creds, vault, store):
     ch = _challenge(store)
     reg = _register(creds, ch.value)
-    forged = _craft(vault, reg, challenge=ch.value, extensions=FACE.extension().to_extensions())
+    forged = _craft(
+        vault, reg, challenge=ch.value, extensions=face(ch.value).extension().to_extensions()
+    )
     _refused(Reason.EXTENSION_INVALID, store, forged, ch.value)
 
 
 def test_unsolicited_extension(creds, vault, store):
     ch = _challenge(store)
     reg = _register(creds, ch.value)
-    ext = {**FACE.extension(device_id=reg.device_id).to_extensions(), "credProtect": 1}
+    ext = {**face(ch.value).extension(device_id=reg.device_id).to_extensions(), "credProtect": 1}
     _refused(
         Reason.EXTENSION_INVALID,
         store,
@@ -396,7 +401,7 @@ def test_unsolicited_extension(creds, vault, store):
 def test_invalid_extension_content(creds, vault, store):
     ch = _challenge(store)
     reg = _register(creds, ch.value)
-    obj = FACE.extension(device_id=reg.device_id).to_cbor_obj()
+    obj = face(ch.value).extension(device_id=reg.device_id).to_cbor_obj()
     obj["m"] = "iris"
     forged = _craft(vault, reg, challenge=ch.value, extensions={"devicebio": obj})
     _refused(Reason.EXTENSION_INVALID, store, forged, ch.value)
@@ -495,7 +500,7 @@ def test_a_revoked_device_or_model_cannot_register_again(creds, store, which) ->
 
     entry = {
         "device": (EntryKind.DEVICE_KEY, creds.device_id(RP)),
-        "model": (EntryKind.MODEL_ID, "m@1"),
+        "model": (EntryKind.MODEL_ID, MODEL),
     }[which]
     _install_list(
         store, RevocationEntry(*entry, RevocationReason.USER_KEY_PHYSICAL_COMPROMISE, 1000)
@@ -537,12 +542,20 @@ def test_an_early_sign_up_challenge_cannot_take_over_the_account(
     early = _challenge(store)  # the attacker's, asked for before alice existed
     mine = _challenge(store)
     alice = creds.register(
-        rp_id=RP, origin=ORIGIN, challenge=mine.value, user_name="alice", verification=FACE
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=mine.value,
+        user_name="alice",
+        verification=face(mine.value),
     )
     _verify(store, alice.to_json(), mine.value, first_credential_only=True)
     attacker = Credentials(Vault.create(tmp_path / "attacker", RawKey(b"\x66" * 32)))
     theirs = attacker.register(
-        rp_id=RP, origin=ORIGIN, challenge=early.value, user_name="alice", verification=FACE
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=early.value,
+        user_name="alice",
+        verification=face(early.value),
     )
     _refused(
         Reason.USER_ALREADY_REGISTERED,

@@ -61,7 +61,9 @@ class _Device:
         # The liveness claim is bound to the challenge's prompt sequence, as the device's is.
         digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
         claim = (
-            LivenessClaim(kind="active-challenge", passed=liveness, sequence_hash=digest, frames=20)
+            LivenessClaim(
+                kind="active-challenge", passed=liveness, sequence_hash=digest, frames=500
+            )
             if method == "face"
             else LivenessClaim.none()
         )
@@ -78,7 +80,7 @@ class _Device:
             origin=ORIGIN,
             challenge=challenge,
             user_name=user,
-            verification=self.uv("face"),
+            verification=self.uv("face", challenge=challenge),
         )
         return reg.to_json()  # type: ignore[no-any-return]
 

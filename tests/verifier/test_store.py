@@ -1126,7 +1126,7 @@ def test_first_credential_for_a_user_is_atomic(backend) -> None:
         start = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def register(store, cid: bytes, user: str = user) -> None:
+        def register(store, cid, user=user, start=start, outcomes=outcomes) -> None:
             start.wait()
             try:
                 store.add_credential(_cred(cid, user=user), first_for_user=True)
