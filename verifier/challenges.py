@@ -38,6 +38,17 @@ DEFAULT_TTL = 300.0
 class Purpose(enum.StrEnum):
     REGISTER = "register"
     AUTHENTICATE = "authenticate"
+    #: A register challenge anyone may ask for (self-service sign-up): it can only ever store
+    #: the user's FIRST credential, checked when it is redeemed, not only when it is issued.
+    SIGN_UP = "sign_up"
+
+
+# What a ceremony may redeem: a registration accepts both kinds of register challenge.
+_REDEEMS = {
+    Purpose.REGISTER: frozenset({Purpose.REGISTER.value, Purpose.SIGN_UP.value}),
+    Purpose.AUTHENTICATE: frozenset({Purpose.AUTHENTICATE.value}),
+    Purpose.SIGN_UP: frozenset({Purpose.SIGN_UP.value}),
+}
 
 
 @dataclass(frozen=True)
@@ -137,11 +148,15 @@ def consume_challenge(
         raise VerifierError(Reason.CHALLENGE_REUSED, "challenge was already used")
     if current > expires_at:
         raise VerifierError(Reason.CHALLENGE_EXPIRED, "challenge has expired")
-    if not hmac.compare_digest(_utf8(stored_purpose), _utf8(expected_purpose.value)):
+    if not any(
+        hmac.compare_digest(_utf8(stored_purpose), _utf8(p)) for p in _REDEEMS[expected_purpose]
+    ):
         raise VerifierError(
             Reason.CHALLENGE_WRONG_PURPOSE,
             f"challenge was issued to {stored_purpose}, not {expected_purpose.value}",
         )
     if user is not None and not hmac.compare_digest(_utf8(stored_user), _utf8(user)):
         raise VerifierError(Reason.CHALLENGE_WRONG_USER, "challenge was issued to another user")
-    return Challenge(value=value, user=stored_user, purpose=expected_purpose, expires_at=expires_at)
+    return Challenge(
+        value=value, user=stored_user, purpose=Purpose(stored_purpose), expires_at=expires_at
+    )

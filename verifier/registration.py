@@ -80,9 +80,10 @@ def verify_registration(
     device-bound credentials only (BE = BS = 0), and the devicebio extension with a per-RP
     device id. With ``revocation_issuer_key`` the list in force must exist, verify, be fresh,
     and name neither the credential, the device, its model nor its SDK version: a revoked
-    device cannot come back under a new credential. ``first_credential_only`` is for
-    self-service sign-up, where anyone may ask for a register challenge: the credential is
-    then stored only if ``user`` has none, checked atomically with the insert
+    device cannot come back under a new credential. ``first_credential_only`` (implied by a
+    ``Purpose.SIGN_UP`` challenge) is for self-service sign-up, where anyone may ask for a
+    register challenge: the credential is then stored only if ``user`` has none, checked
+    atomically with the insert
     (``USER_ALREADY_REGISTERED``), so a challenge obtained before the real user signed up
     cannot add the asker's device to her account afterwards. Raises
     :class:`~verifier.errors.VerifierError` with a reason on any failure.
@@ -103,7 +104,7 @@ def verify_registration(
     credential_id_hex: str | None = None
     try:
         # Burn the challenge first: any attempt, whatever it fails on, uses it up.
-        checks.redeem_challenge(
+        challenge = checks.redeem_challenge(
             store, expected=expected_challenge, purpose=Purpose.REGISTER, user=user, now=now
         )
         with protocol_errors():
@@ -123,7 +124,7 @@ def verify_registration(
             policy=policy,
             user_handle=user_handle,
             revocation_issuer_key=revocation_issuer_key,
-            first_credential_only=first_credential_only,
+            first_credential_only=first_credential_only or challenge.purpose is Purpose.SIGN_UP,
             now=now,
         )
     except VerifierError as exc:

@@ -119,7 +119,9 @@ def _challenge(client: TestClient, purpose: str, user: str = "alice", **kw: Any)
     r = client.post("/challenge", json={"user": user, "purpose": purpose}, **kw)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["ok"] is True and body["purpose"] == purpose and body["rp_id"] == RP_ID
+    # a register challenge asked for without the admin token is a sign-up challenge
+    kinds = {purpose, "sign_up"} if purpose == "register" and "headers" not in kw else {purpose}
+    assert body["ok"] is True and body["purpose"] in kinds and body["rp_id"] == RP_ID
     assert body["expires_at"] > time.time()
     return _b64d(body["challenge"])
 
@@ -492,3 +494,49 @@ def test_revoke_shares_the_cli_publisher(
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["changed"] is False
         assert client.get("/revocation").json()["serial"] == 3
+
+
+def test_an_early_sign_up_challenge_cannot_take_over_an_account(tmp_path: Path) -> None:
+    """The attack, over HTTP: with open registration, the attacker asks for alice's register
+    challenge before she signs up, waits until she has, then registers their own device with
+    the early challenge. It must be refused, and /verify must never say "alice" for them."""
+    app = create_app(
+        db=tmp_path / "v.db",
+        rp_id=RP_ID,
+        origin=ORIGIN,
+        revocation_key_file=None,
+        admin_token=TOKEN,
+        open_registration=True,
+    )
+    alice, attacker = _Device(tmp_path / "alice"), _Device(tmp_path / "attacker")
+    with TestClient(app) as client:
+        early = _challenge(client, "register")  # the attacker's, before alice exists
+        mine = _challenge(client, "register")
+        r = client.post(
+            "/register",
+            json={"user": "alice", "challenge": _b64url(mine), "credential": alice.register(mine)},
+        )
+        assert r.status_code == 200, r.text
+        r = client.post(
+            "/register",
+            json={
+                "user": "alice",
+                "challenge": _b64url(early),
+                "credential": attacker.register(early),
+            },
+        )
+        assert r.status_code != 200 and r.json()["reason"] == "user_already_registered", r.text
+        r = client.post("/verify", json=_signed(client, attacker, "face"))
+        assert r.status_code != 200 and r.json()["reason"] == "credential_unknown", r.text
+        # The RP itself may still add a device for alice (admin-issued challenge).
+        added = _challenge(client, "register", headers=AUTH)
+        other = _Device(tmp_path / "second")
+        r = client.post(
+            "/register",
+            json={
+                "user": "alice",
+                "challenge": _b64url(added),
+                "credential": other.register(added),
+            },
+        )
+        assert r.status_code == 200, r.text

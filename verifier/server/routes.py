@@ -136,9 +136,15 @@ async def challenge(request: Request) -> Response:
     def issue() -> Challenge:
         now = s.clock()
         s.purge_if_due(now)
-        if purpose is Purpose.REGISTER and not admin and s.store.credentials_for_user(user):
-            raise Problem(
-                409, "user_exists", "this user is enrolled; adding a device needs the token"
+        if purpose is Purpose.REGISTER and not admin:
+            if s.store.credentials_for_user(user):
+                raise Problem(
+                    409, "user_exists", "this user is enrolled; adding a device needs the token"
+                )
+            # Self-service: the "no credential yet" rule is checked again, atomically, when
+            # the challenge is redeemed (an early challenge must not outlive the sign-up).
+            return issue_challenge(
+                s.store, user=user, purpose=Purpose.SIGN_UP, ttl=s.challenge_ttl, now=now
             )
         return issue_challenge(s.store, user=user, purpose=purpose, ttl=s.challenge_ttl, now=now)
 
