@@ -1,8 +1,9 @@
-"""``verifier``: the relying party's command line, on one SQLite database (``--db``).
+"""``verifier``: the relying party's command line, on one store (``--db``).
 
-Every command that reads or changes verifier state takes ``--db PATH``; several ``verifier``
-processes may share one file. Output is text for people, or JSON with ``--json`` (the same
-views as the HTTP service's answers, from :mod:`verifier.views`).
+Every command that reads or changes verifier state takes ``--db``: a SQLite file (a plain
+path or ``sqlite:///path``) or ``postgresql://...``; several ``verifier`` processes may share
+either (see docs/deployment.md for what SQLite allows). Output is text for people, or JSON
+with ``--json`` (the same views as the HTTP service's answers, from :mod:`verifier.views`).
 
 One module per command family: :mod:`.ceremonies` (challenge, register, verify, purge,
 audit), :mod:`.revocation` (keygen, revoke, revocation show/publish/install),

@@ -9,13 +9,16 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nacl.signing
 
 from verifier import keys
 from verifier.errors import Reason, VerifierError
-from verifier.store import SQLiteStore
+from verifier.store import open_store as _open_store_url
+
+if TYPE_CHECKING:  # the PostgreSQL driver is an optional extra
+    from verifier.store import PostgresStore, SQLiteStore
 from verifier.views import b64url_text
 
 EXIT_OK = 0
@@ -123,8 +126,9 @@ def read_input(path: str | None) -> bytes:
 
 
 @contextlib.contextmanager
-def open_store(args: argparse.Namespace) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(args.db)
+def open_store(args: argparse.Namespace) -> Iterator[SQLiteStore | PostgresStore]:
+    """``--db``: ``postgresql://...``, ``sqlite:///path`` or a plain SQLite path."""
+    store = _open_store_url(args.db)
     try:
         yield store
     finally:

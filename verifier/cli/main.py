@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(func=func)
         if db:
-            p.add_argument("--db", required=True, help="the verifier's SQLite database file")
+            p.add_argument(
+                "--db",
+                required=True,
+                help="the store: a SQLite file, sqlite:///path or postgresql://...",
+            )
         if json_flag:
             p.add_argument("--json", action="store_true", help="print JSON")
         return p

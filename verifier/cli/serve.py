@@ -7,6 +7,7 @@ server never imports the CLI, and ``import verifier.cli`` needs no Starlette.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 
@@ -16,24 +17,35 @@ from .ceremonies import policy_from_args
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from verifier.server import create_app, serve
+        from verifier.server import MAX_WORKERS, create_app, serve, serve_workers
     except ImportError:
         raise UsageError("the HTTP service needs: pip install 'devicebio[server]'") from None
-    token = os.environ.get("VERIFIER_ADMIN_TOKEN")
-    app = create_app(
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be 1..{MAX_WORKERS}")
+    factory = functools.partial(
+        create_app,
         db=args.db,
         rp_id=args.rp_id,
         origin=args.origin,
         revocation_key_file=args.key,
         policy=policy_from_args(args),
-        admin_token=token,
+        admin_token=os.environ.get("VERIFIER_ADMIN_TOKEN"),
         open_registration=args.open_registration,
     )
+    # Built here even for several workers: a bad key, store or option fails now, with its
+    # exit code, and the first revocation list is published once, not raced by the workers.
+    app = factory()
 
     def listening(url: str) -> None:
         print(json.dumps({"url": url}) if args.json else f"verifier serving on {url}", flush=True)
 
-    serve(app, host=args.host, port=args.port, on_listening=listening)
+    if args.workers == 1:
+        serve(app, host=args.host, port=args.port, on_listening=listening)
+    else:
+        app.state.store.close()
+        serve_workers(
+            factory, workers=args.workers, host=args.host, port=args.port, on_listening=listening
+        )
     return EXIT_OK
 
 
@@ -44,6 +56,13 @@ def register_commands(command: AddCommand) -> None:
     p.add_argument("--key", help="revocation-list signing key (enables /revoke, /revocation)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the one port (default 1); share --db safely: see"
+        " docs/deployment.md",
+    )
     p.add_argument("--methods", help="accepted methods, comma-separated (default: all)")
     p.add_argument("--require-liveness", action="store_true")
     p.add_argument(

@@ -50,13 +50,15 @@ from __future__ import annotations
 
 from .app import create_app
 from .http import DEFAULT_MAX_BODY
-from .run import DEFAULT_HOST, BackgroundServer, serve, serve_in_thread
+from .run import DEFAULT_HOST, MAX_WORKERS, BackgroundServer, serve, serve_in_thread, serve_workers
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_BODY",
+    "MAX_WORKERS",
     "BackgroundServer",
     "create_app",
     "serve",
     "serve_in_thread",
+    "serve_workers",
 ]

@@ -16,7 +16,7 @@ from verifier.errors import Reason, VerifierError
 from verifier.keys import load_signing_key
 from verifier.policy import Policy
 from verifier.revocation.issue import DEFAULT_ISSUER, ListIssuer
-from verifier.store import SQLiteStore
+from verifier.store import open_store
 
 from .http import DEFAULT_MAX_BODY, http_error, server_error, token_digest
 from .routes import ROUTES, Service
@@ -42,7 +42,9 @@ def create_app(
     issuer: str = DEFAULT_ISSUER,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """Build the relying-party app on the SQLite database ``db``.
+    """Build the relying-party app on the store ``db`` names: ``postgresql://...`` (shared by
+    any number of verifier processes), ``sqlite:///path`` or a plain SQLite path (see
+    :func:`verifier.store.open_store`).
 
     ``revocation_key_file`` is a signing key from ``verifier keygen``: the app publishes an
     empty list signed with it if none is in force, renews the list at half its validity,
@@ -84,7 +86,7 @@ def create_app(
         raise VerifierError(Reason.MALFORMED, "revocation_validity_days must be in (0, 3650]")
     key = None if revocation_key_file is None else load_signing_key(revocation_key_file)
 
-    store = SQLiteStore(db)
+    store = open_store(db)
     revocation: ListIssuer | None = None
     if key is not None:
         revocation = ListIssuer(

@@ -15,9 +15,18 @@ from starlette.applications import Starlette
 
 from verifier.errors import Reason, VerifierError
 
-__all__ = ["DEFAULT_HOST", "BackgroundServer", "serve", "serve_in_thread"]
+__all__ = [
+    "DEFAULT_HOST",
+    "MAX_WORKERS",
+    "BackgroundServer",
+    "serve",
+    "serve_in_thread",
+    "serve_workers",
+]
 
 DEFAULT_HOST = "127.0.0.1"
+#: More worker processes than this is a typo, not a deployment (one machine, one port).
+MAX_WORKERS = 64
 
 
 def _listening_socket(host: str, port: int, allow_non_loopback: bool) -> socket.socket:
@@ -52,10 +61,10 @@ def _url(sock: socket.socket) -> tuple[str, int]:
     return f"http://{shown}:{port}", int(port)
 
 
-def _uvicorn_server(app: Starlette, access_log: bool) -> Any:
+def _uvicorn_config(app: Any, access_log: bool, **extra: Any) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         lifespan="on",
         access_log=access_log,
@@ -63,8 +72,14 @@ def _uvicorn_server(app: Starlette, access_log: bool) -> Any:
         log_level="info" if access_log else "warning",
         server_header=False,
         timeout_graceful_shutdown=5,
+        **extra,
     )
-    return uvicorn.Server(config)
+
+
+def _uvicorn_server(app: Starlette, access_log: bool) -> Any:
+    import uvicorn
+
+    return uvicorn.Server(_uvicorn_config(app, access_log))
 
 
 def serve(
@@ -143,3 +158,41 @@ def serve_in_thread(
             raise VerifierError(Reason.STORAGE, "the HTTP server did not start")
         time.sleep(0.01)
     return BackgroundServer(server, thread, url, bound_port)
+
+
+def serve_workers(
+    factory: Callable[[], Starlette],
+    *,
+    workers: int,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    allow_non_loopback: bool = False,
+    access_log: bool = False,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Run ``workers`` uvicorn worker processes on one listening socket (blocking).
+
+    ``factory`` must be picklable (a module-level function, or a ``functools.partial`` of
+    one): each worker is a fresh *spawned* interpreter that calls it to build its own app,
+    and so opens its own store. Nothing is shared between workers but the socket and the
+    database, which is what keeps them correct together (see docs/deployment.md). uvicorn's
+    supervisor restarts a worker that dies; SIGINT/SIGTERM stop them all.
+    """
+    if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
+        raise VerifierError(Reason.MALFORMED, f"workers must be 1..{MAX_WORKERS}")
+    from uvicorn.supervisors import Multiprocess
+
+    sock = _listening_socket(host, port, allow_non_loopback)
+    url, _ = _url(sock)
+    # factory=True: uvicorn calls the (unpickled) factory in each worker, never here.
+    # A loaded machine can starve a worker's health-check thread for seconds: uvicorn's
+    # default 5 s would kill and restart healthy workers mid-request.
+    config = _uvicorn_config(
+        factory, access_log, factory=True, workers=workers, timeout_worker_healthcheck=60
+    )
+    if on_listening is not None:
+        on_listening(url)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
