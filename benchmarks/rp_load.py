@@ -430,11 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         signer = build_signer(Path(v), clients, args.n)
         print(
-            f"signed {sum(map(len, signer.per_client))} assertions in {time.perf_counter() - t:.0f} s"
+            f"signed {sum(map(len, signer.per_client))} assertions"
+            f" in {time.perf_counter() - t:.0f} s"
         )
         library = library_only(signer, min(args.n, len(signer.texts[0])))
         print(
-            f"py_webauthn library only: {library['per_s']:.0f}/s wall, {library['per_cpu_s']:.0f}/CPU-s"
+            f"py_webauthn library only: {library['per_s']:.0f}/s wall,"
+            f" {library['per_cpu_s']:.0f}/CPU-s"
         )
         pg = stack.enter_context(postgres_cluster()) if "postgres" in stores else None
         for store in stores:

@@ -8,7 +8,6 @@ counters only move up, and whatever was answered "accepted" is in the database.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import http.client
 import json
