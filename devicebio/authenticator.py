@@ -35,7 +35,7 @@ from devicebio.hazmat.credentials import Credentials, UserVerification
 from devicebio.liveness.results import LivenessFailure
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.protect import TemplateKey
-from devicebio.protocol import LivenessClaim, Method, PromptStep
+from devicebio.protocol import LivenessClaim, Method, PaymentDetails, PromptStep
 from devicebio.signed import Assertion, CredentialInfo, Registration
 from devicebio.sources import Frame, FrameSource
 from devicebio.store.records import Kind, check_consent, check_face
@@ -221,6 +221,119 @@ class Authenticator:
         self, user: str, source: FrameSource, *, rp_id: str, origin: str, challenge: bytes
     ) -> AuthResult:
         """Capture until a decision or the timeout; on a match, sign an assertion for the RP."""
+        verified = self._verify_face(user, source, challenge)
+        if isinstance(verified, AuthResult):
+            return verified
+        verification, seen = verified
+        assertion = self._credentials.authenticate(
+            rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
+        )
+        return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
+
+    def authorize_payment(
+        self,
+        user: str,
+        source: FrameSource,
+        *,
+        rp_id: str,
+        origin: str,
+        challenge: bytes,
+        payment: PaymentDetails,
+        on_transaction: Callable[[PaymentDetails], bool],
+    ) -> AuthResult:
+        """Approve ``payment`` by face (Secure Payment Confirmation shape).
+
+        ``on_transaction`` shows the transaction in the app's UI *before* any frame is
+        captured and returns True only if the user confirms it (anything else: declined,
+        ``USER_DECLINED``, no capture, nothing signed). On a match the assertion's
+        clientDataJSON has type ``payment.get`` and carries exactly the ``payment`` shown.
+        A failure offers the same fallbacks as :meth:`authenticate`; use
+        :meth:`authorize_payment_with_pin` (or the other fallback verbs) then.
+        """
+        self._show(payment, rp_id, on_transaction)
+        verified = self._verify_face(user, source, challenge)
+        if isinstance(verified, AuthResult):
+            return verified
+        verification, seen = verified
+        assertion = self._credentials.authenticate(
+            rp_id=rp_id,
+            origin=origin,
+            challenge=challenge,
+            verification=verification,
+            payment=payment,
+        )
+        return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
+
+    def authorize_payment_with_pin(
+        self,
+        pin: str,
+        *,
+        rp_id: str,
+        origin: str,
+        challenge: bytes,
+        payment: PaymentDetails,
+        on_transaction: Callable[[PaymentDetails], bool],
+    ) -> Assertion:
+        """Approve ``payment`` with the PIN: shown first, then the PIN, then signed (a
+        merchant's policy decides which amounts a PIN may approve)."""
+        return self._authorize_with(
+            Fallback.PIN, pin, rp_id, origin, challenge, payment, on_transaction
+        )
+
+    def authorize_payment_with_security_key(
+        self,
+        key: Any,
+        *,
+        rp_id: str,
+        origin: str,
+        challenge: bytes,
+        payment: PaymentDetails,
+        on_transaction: Callable[[PaymentDetails], bool],
+    ) -> Assertion:
+        """Approve ``payment`` with an enrolled security key (the usual step-up)."""
+        return self._authorize_with(
+            Fallback.SECURITY_KEY, key, rp_id, origin, challenge, payment, on_transaction
+        )
+
+    def _authorize_with(
+        self,
+        fallback: Fallback,
+        proof: Any,
+        rp_id: str,
+        origin: str,
+        challenge: bytes,
+        payment: PaymentDetails,
+        on_transaction: Callable[[PaymentDetails], bool],
+    ) -> Assertion:
+        self._show(payment, rp_id, on_transaction)
+        verification = self._verify_fallback(fallback, proof)
+        return self._credentials.authenticate(
+            rp_id=rp_id,
+            origin=origin,
+            challenge=challenge,
+            verification=verification,
+            payment=payment,
+        )
+
+    @staticmethod
+    def _show(
+        payment: PaymentDetails, rp_id: str, on_transaction: Callable[[PaymentDetails], bool]
+    ) -> None:
+        # Checked before the user is asked anything: what is shown must be signable as is.
+        if not isinstance(payment, PaymentDetails):
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "payment must be a PaymentDetails")
+        if payment.rp_id != rp_id:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "payment.rpId must be rp_id")
+        if not callable(on_transaction):
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "on_transaction must be callable")
+        if on_transaction(payment) is not True:
+            raise DeviceBioError(Reason.USER_DECLINED, "the user did not confirm the payment")
+
+    def _verify_face(
+        self, user: str, source: FrameSource, challenge: bytes
+    ) -> tuple[UserVerification, int] | AuthResult:
+        """Face (+ liveness when configured) for ``user``: the verification to sign and the
+        frames seen, or the failed AuthResult. One decision path for sign-in and payment."""
         # Retention first: an expired enrolment is deleted whatever the lockout state.
         key, templates = self._templates(user)
         status = self.limiter.status()
@@ -262,10 +375,7 @@ class Authenticator:
             model=self.pipeline.model_id,
             verified=True,
         )
-        assertion = self._credentials.authenticate(
-            rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
-        )
-        return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
+        return verification, seen
 
     def _capture(
         self, frames: Iterable[Frame], *, want: int, limit: int | None

@@ -42,6 +42,7 @@ class Reason(enum.StrEnum):
     # credentials / protocol
     CREDENTIAL_NOT_FOUND = "credential_not_found"
     USER_NOT_VERIFIED = "user_not_verified"
+    USER_DECLINED = "user_declined"  # the user did not confirm what they were shown
     INVALID_ARGUMENT = "invalid_argument"
     MALFORMED_DATA = "malformed_data"
     # vision

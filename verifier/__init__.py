@@ -24,6 +24,7 @@ from __future__ import annotations
 from .assertion import VerifiedAssertion, verify_assertion
 from .challenges import Challenge, Purpose, issue_challenge
 from .errors import Reason, VerifierError
+from .payment import PaymentPolicy, VerifiedPayment, verify_payment
 from .policy import Assurance, Method, Policy
 from .registration import VerifiedRegistration, verify_registration
 from .revocation import (
@@ -43,6 +44,7 @@ __all__ = [
     "CredentialRecord",
     "EntryKind",
     "Method",
+    "PaymentPolicy",
     "Policy",
     "Purpose",
     "Reason",
@@ -52,6 +54,7 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "VerifiedAssertion",
+    "VerifiedPayment",
     "VerifiedRegistration",
     "VerifierError",
     "install_revocation_list",
@@ -59,5 +62,6 @@ __all__ = [
     "parse_revocation_list",
     "sign_revocation_list",
     "verify_assertion",
+    "verify_payment",
     "verify_registration",
 ]

@@ -141,6 +141,8 @@ def verify_assertion(
 def _verify(
     parsed: AuthenticationResponseData,
     *,
+    expected_type: str = CollectedClientData.TYPE.GET.value,
+    check_client: Callable[[CollectedClientData], None] | None = None,
     challenge: Challenge,
     expected_challenge: bytes,
     expected_origin: str,
@@ -166,9 +168,13 @@ def _verify(
     client_data: CollectedClientData = parsed.client_data
     checks.check_client_data(  # 11, 13
         client_data,
-        expected_type=CollectedClientData.TYPE.GET.value,
+        expected_type=expected_type,
         expected_origin=expected_origin,
     )
+    if check_client is not None:
+        # What a ceremony adds to clientDataJSON (a payment's transaction) is compared here,
+        # before the challenge: "not what you asked the user to approve" is the refusal.
+        check_client(client_data)
     checks.check_challenge(client_data, expected_challenge)  # 12
     auth_data = parsed.authenticator_data
     checks.check_rp_id(auth_data, expected_rp_id)  # 15

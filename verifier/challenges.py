@@ -41,6 +41,8 @@ class Purpose(enum.StrEnum):
     #: A register challenge anyone may ask for (self-service sign-up): it can only ever store
     #: the user's FIRST credential, checked when it is redeemed, not only when it is issued.
     SIGN_UP = "sign_up"
+    #: A payment authorisation (Secure Payment Confirmation): never redeemable as a sign-in.
+    PAYMENT = "payment"
 
 
 # What a ceremony may redeem: a registration accepts both kinds of register challenge.
@@ -48,6 +50,7 @@ _REDEEMS = {
     Purpose.REGISTER: frozenset({Purpose.REGISTER.value, Purpose.SIGN_UP.value}),
     Purpose.AUTHENTICATE: frozenset({Purpose.AUTHENTICATE.value}),
     Purpose.SIGN_UP: frozenset({Purpose.SIGN_UP.value}),
+    Purpose.PAYMENT: frozenset({Purpose.PAYMENT.value}),
 }
 
 

@@ -37,6 +37,9 @@ class Reason(enum.StrEnum):
     POLICY_LIVENESS_REQUIRED = "policy_liveness_required"
     LIVENESS_MISMATCH = "liveness_mismatch"
     LIVENESS_IMPLAUSIBLE = "liveness_implausible"
+    PAYMENT_MISMATCH = "payment_mismatch"  # the signed payment is not the one asked for
+    AMOUNT_ABOVE_METHOD_LIMIT = "amount_above_method_limit"  # step up to a stronger method
+    DAILY_LIMIT = "daily_limit"  # the user's rolling 24-hour total would pass the limit
     REVOKED = "revoked"
     REVOCATION_LIST_STALE = "revocation_list_stale"
     REVOCATION_LIST_ROLLBACK = "revocation_list_rollback"

@@ -25,6 +25,7 @@ _REFUSED = {
     Reason.RECOVERY_CODE_WRONG,
     Reason.LOCKED_OUT,
     Reason.USER_NOT_VERIFIED,
+    Reason.USER_DECLINED,
 }
 
 

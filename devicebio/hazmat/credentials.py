@@ -39,7 +39,7 @@ from fido2.webauthn import AttestationObject, AuthenticatorData, CollectedClient
 
 from devicebio import protocol
 from devicebio.errors import DeviceBioError, Reason, protocol_errors
-from devicebio.protocol import DevicebioExtension, LivenessClaim, Method
+from devicebio.protocol import DevicebioExtension, LivenessClaim, Method, PaymentDetails
 from devicebio.signed import Assertion, CredentialInfo, Registration
 from devicebio.store.records import (
     CREDENTIAL_VERSION,
@@ -263,8 +263,13 @@ class Credentials:
         challenge: bytes,
         verification: UserVerification,
         credential_id: bytes | None = None,
+        payment: PaymentDetails | None = None,
     ) -> Assertion:
         """Sign an assertion for ``rp_id``.
+
+        With ``payment`` it is a Secure Payment Confirmation assertion: clientDataJSON has
+        type ``payment.get`` and carries ``payment`` as its ``payment`` member, so the
+        signature covers the transaction. Its ``rpId`` must be ``rp_id``.
 
         UP and UV are set only when ``verification.verified``; an unverified attempt is still
         signed (so an RP can see and count it) but no conforming RP will accept it. Without
@@ -279,9 +284,21 @@ class Credentials:
             raise _bad("credential_id must be bytes or None")
         extension = verification.extension()
         flags = _F.ED | ((_F.UP | _F.UV) if verification.verified else _F(0))
-        client_data = CollectedClientData.create(
-            type=CollectedClientData.TYPE.GET, challenge=challenge, origin=origin
-        )
+        if payment is None:
+            client_data = CollectedClientData.create(
+                type=CollectedClientData.TYPE.GET, challenge=challenge, origin=origin
+            )
+        else:
+            if not isinstance(payment, PaymentDetails):
+                raise _bad("payment must be a PaymentDetails")
+            if payment.rp_id != rp_id:
+                # The credential signs for rp_id; a member naming another RP would be a lie.
+                raise _bad("payment.rpId must be the rp_id that signs")
+            with protocol_errors():
+                raw = protocol.payment_client_data(
+                    challenge=challenge, origin=origin, payment=payment
+                )
+            client_data = CollectedClientData(raw)
         # The vault's lock spans read-increment-write, so two processes sharing this vault
         # never sign the same counter value either.
         with self._lock, self._vault.exclusive():

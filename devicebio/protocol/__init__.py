@@ -9,6 +9,7 @@ numpy, OpenCV or onnxruntime, and nothing else of ``devicebio`` (``import verifi
 - :mod:`.encoding` — strict base64url, canonical CBOR, strict JSON;
 - :mod:`.extension` — the ``devicebio`` authenticator extension (how the user was verified);
 - :mod:`.liveness_plan` — the prompt sequence both sides derive from the RP's challenge;
+- :mod:`.payment` — a payment the user approved, in the Secure Payment Confirmation shape;
 - :mod:`.webauthn` — WebAuthn binary and JSON forms on python-fido2's bytes-backed classes;
 - :mod:`.files` — the one crash-safe file writer both sides use;
 - :mod:`.errors` — :class:`ProtocolError`, the only exception raised here; each side
@@ -34,6 +35,14 @@ from devicebio.protocol.liveness_plan import (
     liveness_plan,
     liveness_sequence_hash,
     minimum_frames,
+)
+from devicebio.protocol.payment import (
+    PAYMENT_TYPE,
+    Amount,
+    Instrument,
+    PaymentDetails,
+    client_payment,
+    payment_client_data,
 )
 from devicebio.protocol.webauthn import (
     COSE_ALG_EDDSA,
@@ -62,10 +71,14 @@ __all__ = [
     "MAX_CREDENTIAL_ID",
     "MAX_JSON_BYTES",
     "MAX_USER_HANDLE",
+    "PAYMENT_TYPE",
+    "Amount",
     "AuthenticationResponseData",
     "DevicebioExtension",
+    "Instrument",
     "LivenessClaim",
     "Method",
+    "PaymentDetails",
     "Prompt",
     "PromptStep",
     "ProtocolError",
@@ -76,6 +89,7 @@ __all__ = [
     "authentication_to_json",
     "b64url_decode",
     "b64url_encode",
+    "client_payment",
     "devicebio_extension_of",
     "ed25519_cose_key",
     "ed25519_public_key_from_cose",
@@ -87,5 +101,6 @@ __all__ = [
     "parse_authenticator_data",
     "parse_client_data",
     "parse_registration_json",
+    "payment_client_data",
     "registration_to_json",
 ]

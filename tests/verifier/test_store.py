@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from verifier.errors import Reason, VerifierError
-from verifier.store import SCHEMA_VERSION, CredentialRecord, SQLiteStore, Store, open_store
+from verifier.store import (
+    SCHEMA_VERSION,
+    CredentialRecord,
+    PaymentRecord,
+    SQLiteStore,
+    Store,
+    open_store,
+)
 
 # Every test taking ``backend`` runs against a SQLite file and a real PostgreSQL server (see
 # tests/verifier/conftest.py); ``backend.open()`` is one more verifier process's store.
@@ -287,7 +294,7 @@ def _make_v1_database(backend: Any) -> None:
 def test_version_1_database_migrates_forward(backend) -> None:
     _make_v1_database(backend)
     with backend.open() as s:
-        assert s.schema_version == SCHEMA_VERSION == 2
+        assert s.schema_version == SCHEMA_VERSION == 3
         assert [e[1] for e in s.audit_events()] == ["kept"]
         s.audit("after")
     with _admin(backend) as conn:
@@ -1148,3 +1155,116 @@ def test_first_credential_for_a_user_is_atomic(backend) -> None:
     s = backend.open()
     s.add_credential(_cred(b"second", user="new-0"))
     assert len(s.credentials_for_user("new-0")) == 2
+
+
+# -- payments (schema 3) --------------------------------------------------------------
+
+
+def _pay(pid: str, micros: int, at: float, user: str = "alice", currency: str = "EUR") -> Any:
+    return PaymentRecord(
+        payment_id=pid,
+        user=user,
+        credential_id=b"cred-1",
+        currency=currency,
+        amount_micros=micros,
+        payment=b'{"total":{}}',
+        method="face",
+        assurance="strong",
+        sign_count=7,
+        authorised_at=at,
+    )
+
+
+def test_payment_request_roundtrip(backend) -> None:
+    with backend.open() as s:
+        s.add_payment_request("r1", b"\x01" * 32, "alice", b'{"a":1}', 10.0)
+        assert s.get_payment_request("r1") == (b"\x01" * 32, "alice", b'{"a":1}', 10.0)
+        assert s.get_payment_request("r2") is None
+        with pytest.raises(VerifierError) as e:
+            s.add_payment_request("r1", b"\x02" * 32, "bob", b"{}", 11.0)
+        assert e.value.reason is Reason.STORAGE
+
+
+def test_payments_add_up_per_user_currency_and_window(backend) -> None:
+    with backend.open() as s:
+        assert s.add_payment(_pay("a", 2_500_000, 100.0), limit=None, since=0.0) == 2_500_000
+        assert s.add_payment(_pay("b", 1_000_000, 200.0), limit=None, since=0.0) == 3_500_000
+        s.add_payment(_pay("c", 9_000_000, 200.0, user="bob"), limit=None, since=0.0)
+        s.add_payment(_pay("d", 9_000_000, 200.0, currency="GBP"), limit=None, since=0.0)
+        assert s.payment_total("alice", "EUR", 0.0) == 3_500_000
+        assert s.payment_total("alice", "EUR", 150.0) == 1_000_000
+        assert s.payment_total("carol", "EUR", 0.0) == 0
+        assert s.get_payment("a") == _pay("a", 2_500_000, 100.0)
+        assert s.get_payment("zz") is None
+        with pytest.raises(VerifierError) as e:
+            s.add_payment(_pay("a", 1, 300.0), limit=None, since=0.0)
+        assert e.value.reason is Reason.STORAGE
+
+
+def test_a_payment_over_the_limit_writes_nothing(backend) -> None:
+    with backend.open() as s:
+        assert s.add_payment(_pay("a", 20_000_000, 100.0), limit=30_000_000, since=0.0)
+        assert s.add_payment(_pay("b", 10_000_000, 101.0), limit=30_000_000, since=0.0)
+        assert s.add_payment(_pay("c", 1, 102.0), limit=30_000_000, since=0.0) is None
+        assert s.get_payment("c") is None
+        assert s.payment_total("alice", "EUR", 0.0) == 30_000_000
+        # inside atomic() too (a savepoint there, the block's transaction otherwise)
+        with s.atomic():
+            assert s.add_payment(_pay("d", 1, 103.0), limit=30_000_000, since=0.0) is None
+            assert s.add_payment(_pay("e", 5, 103.0), limit=None, since=0.0) == 30_000_005
+        assert s.get_payment("e") is not None
+
+
+def test_bad_payment_arguments_are_typed(backend) -> None:
+    with backend.open() as s:
+        for bad in (
+            lambda: s.add_payment("x", limit=None, since=0.0),
+            lambda: s.add_payment(_pay("a", -1, 1.0), limit=None, since=0.0),
+            lambda: s.add_payment(_pay("a", 1, 1.0), limit=-5, since=0.0),
+            lambda: s.payment_total("alice", "EUR", float("nan")),
+            lambda: s.get_payment(7),
+        ):
+            with pytest.raises(VerifierError) as e:
+                bad()
+            assert e.value.reason is Reason.MALFORMED
+
+
+def test_racing_tills_cannot_both_squeeze_under_the_daily_limit(backend) -> None:
+    stores = [backend.open() for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    results: list[Any] = []
+
+    def till(i: int) -> None:
+        barrier.wait()
+        results.append(
+            stores[i].add_payment(_pay(f"p{i}", 10_000_000, 100.0), limit=25_000_000, since=0.0)
+        )
+
+    threads = [threading.Thread(target=till, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r is not None for r in results) == [False, False, True, True]
+    assert stores[0].payment_total("alice", "EUR", 0.0) == 20_000_000
+
+
+def test_version_2_database_migrates_to_the_payments_schema(backend) -> None:
+    if backend.name == "sqlite":
+        from verifier.store.sqlite import _MIGRATIONS
+    else:
+        from verifier.store.postgres import _MIGRATIONS
+    with _admin(backend) as conn:
+        if backend.name == "postgres":
+            conn.execute("CREATE TABLE verifier_schema (id integer PRIMARY KEY, version integer)")
+            conn.execute("INSERT INTO verifier_schema VALUES (1, 2)")
+        for step in (1, 2):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+        if backend.name == "sqlite":
+            conn.execute("PRAGMA user_version = 2")
+        conn.execute("INSERT INTO audit (time, event, fields) VALUES (5.0, 'kept', '{}')")
+    with backend.open() as s:
+        assert s.schema_version == SCHEMA_VERSION == 3
+        assert [e[1] for e in s.audit_events()] == ["kept"]
+        assert s.add_payment(_pay("a", 1, 1.0), limit=None, since=0.0) == 1

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from verifier.errors import Reason, VerifierError
 
-from .base import SCHEMA_VERSION, CredentialRecord, Durability, Store
+from .base import SCHEMA_VERSION, CredentialRecord, Durability, PaymentRecord, Store
 from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CredentialRecord",
     "Durability",
+    "PaymentRecord",
     "PostgresStore",
     "SQLiteStore",
     "Store",

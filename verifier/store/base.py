@@ -30,12 +30,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from devicebio.protocol import ed25519_public_key_from_cose
 from verifier.errors import Reason, VerifierError, protocol_errors
 
-__all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "Store"]
+__all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "PaymentRecord", "Store"]
 
 #: The schema every backend migrates a database to on open (forward only). A database
 #: with a higher version was written by a newer verifier and is refused.
 #: 1: challenges, credentials, revocation, audit. 2: an index on audit time, for retention.
-SCHEMA_VERSION = 2
+#: 3: payment requests and authorised payments (receipts, daily totals).
+SCHEMA_VERSION = 3
 
 # Both backends store signed 64-bit integers; anything outside would fail mid-query.
 INT_MAX = 2**63 - 1
@@ -67,6 +68,25 @@ class CredentialRecord:
         in canonical CBOR."""
         with protocol_errors():
             return _ed25519_key(self.public_key)
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """An authorised payment, as the verifier records it (the receipt's content).
+
+    ``payment`` is the signed ``payment`` member's JSON; ``amount_micros`` its total in
+    millionths of ``currency``, what daily totals add up."""
+
+    payment_id: str
+    user: str
+    credential_id: bytes
+    currency: str
+    amount_micros: int
+    payment: bytes
+    method: str
+    assurance: str
+    sign_count: int
+    authorised_at: float
 
 
 @functools.lru_cache(maxsize=1024)
@@ -124,6 +144,30 @@ class Store(Protocol):
     def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
         """Append an audit event. Never pass images, templates, embeddings or scores."""
         ...
+
+    def add_payment_request(
+        self, request_id: str, challenge: bytes, user: str, payment: bytes, created_at: float
+    ) -> None:
+        """Remember what a merchant asked ``user`` to approve, under ``challenge``."""
+        ...
+
+    def get_payment_request(self, request_id: str) -> tuple[bytes, str, bytes, float] | None:
+        """``(challenge, user, payment JSON, created_at)`` of a request, or ``None``."""
+        ...
+
+    def add_payment(self, rec: PaymentRecord, *, limit: int | None, since: float) -> int | None:
+        """Record ``rec`` unless the user's total in its currency authorised at or after
+        ``since``, plus ``rec.amount_micros``, would pass ``limit`` (``None``: no limit).
+        Returns the new total, or ``None`` (nothing written) when over the limit. Atomic
+        against concurrent adds for the same user, so two tills cannot both squeeze under it.
+        """
+        ...
+
+    def payment_total(self, user: str, currency: str, since: float) -> int:
+        """Sum of ``user``'s authorised amounts in ``currency`` at or after ``since``."""
+        ...
+
+    def get_payment(self, payment_id: str) -> PaymentRecord | None: ...
 
 
 def storage_error(exc: BaseException) -> VerifierError:
@@ -183,6 +227,51 @@ def check_record(rec: object) -> tuple[Any, ...]:
         None if rec.device_id is None else check_bytes("device_id", rec.device_id),
         check_time("created_at", rec.created_at),
     )
+
+
+def check_payment_record(rec: object) -> tuple[Any, ...]:
+    """The checked column values of ``rec``, in ``PAYMENT_COLUMNS`` order."""
+    if not isinstance(rec, PaymentRecord):
+        raise VerifierError(Reason.MALFORMED, "rec must be a PaymentRecord")
+    return (
+        check_str("payment_id", rec.payment_id),
+        check_str("user", rec.user),
+        check_bytes("credential_id", rec.credential_id),
+        check_str("currency", rec.currency),
+        check_int("amount_micros", rec.amount_micros),
+        check_bytes("payment", rec.payment),
+        check_str("method", rec.method),
+        check_str("assurance", rec.assurance),
+        check_int("sign_count", rec.sign_count),
+        check_time("authorised_at", rec.authorised_at),
+    )
+
+
+PAYMENT_COLUMNS = (
+    "payment_id, {user}, credential_id, currency, amount_micros, payment, method, assurance,"
+    " sign_count, authorised_at"
+)
+
+
+def payment_from_row(row: tuple[Any, ...]) -> PaymentRecord:
+    return PaymentRecord(
+        payment_id=str(row[0]),
+        user=str(row[1]),
+        credential_id=bytes(row[2]),
+        currency=str(row[3]),
+        amount_micros=int(row[4]),
+        payment=bytes(row[5]),
+        method=str(row[6]),
+        assurance=str(row[7]),
+        sign_count=int(row[8]),
+        authorised_at=float(row[9]),
+    )
+
+
+def over_limit(total: int, amount: int, limit: int | None) -> bool:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise VerifierError(Reason.MALFORMED, "limit must be a non-negative int or None")
+    return limit is not None and total + amount > limit
 
 
 def record_from_row(row: tuple[Any, ...]) -> CredentialRecord:

@@ -40,17 +40,22 @@ from psycopg_pool import ConnectionPool
 from verifier.errors import Reason, VerifierError
 
 from .base import (
+    PAYMENT_COLUMNS,
     SCHEMA_VERSION,
     CredentialRecord,
     Durability,
+    PaymentRecord,
     audit_rows,
     audit_text,
     check_bytes,
     check_durability,
     check_int,
+    check_payment_record,
     check_record,
     check_str,
     check_time,
+    over_limit,
+    payment_from_row,
     record_from_row,
 )
 
@@ -105,6 +110,32 @@ _SCHEMA_V1 = (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _SCHEMA_V1,
     2: ("CREATE INDEX audit_time ON audit (time)",),
+    3: (
+        """
+        CREATE TABLE payment_requests (
+            request_id text PRIMARY KEY,
+            challenge  bytea NOT NULL UNIQUE,
+            "user"     text NOT NULL,
+            payment    bytea NOT NULL,
+            created_at double precision NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE payments (
+            payment_id    text PRIMARY KEY,
+            "user"        text NOT NULL,
+            credential_id bytea NOT NULL,
+            currency      text NOT NULL,
+            amount_micros bigint NOT NULL CHECK (amount_micros >= 0),
+            payment       bytea NOT NULL,
+            method        text NOT NULL,
+            assurance     text NOT NULL,
+            sign_count    bigint NOT NULL,
+            authorised_at double precision NOT NULL
+        )
+        """,
+        'CREATE INDEX payments_user_time ON payments ("user", currency, authorised_at)',
+    ),
 }
 assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
@@ -112,6 +143,11 @@ _VERSION_TABLE = "verifier_schema"
 # Any constant works: it only has to differ from other applications' advisory locks, and it
 # is combined with the schema name so that verifiers in different schemas do not wait.
 _LOCK_CLASS = 0x64620001
+
+_PAYMENT_COLUMNS = PAYMENT_COLUMNS.format(user='"user"')
+# Serialises the daily-total check and insert of one user's payments across processes (an
+# advisory transaction lock keyed by the user; READ COMMITTED alone would let two sums race).
+_PAYMENT_LOCK_CLASS = 0x64620002
 
 _CREDENTIAL_COLUMNS = (
     'credential_id, "user", user_handle, rp_id, public_key, sign_count, device_id, created_at'
@@ -585,3 +621,81 @@ class PostgresStore:
         with self._conn() as conn:
             self._flush_audits(conn)
             return int(conn.execute("DELETE FROM audit WHERE time < %s", (before,)).rowcount)
+
+    # -- payments ------------------------------------------------------------------------
+
+    def add_payment_request(
+        self, request_id: str, challenge: bytes, user: str, payment: bytes, created_at: float
+    ) -> None:
+        params = (
+            check_str("request_id", request_id),
+            check_bytes("challenge", challenge),
+            check_str("user", user),
+            check_bytes("payment", payment),
+            check_time("created_at", created_at),
+        )
+        with self._conn() as conn:
+            cur = conn.execute(
+                'INSERT INTO payment_requests (request_id, challenge, "user", payment,'
+                " created_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                params,
+            )
+            if cur.rowcount != 1:
+                raise VerifierError(Reason.STORAGE, "payment request already stored")
+
+    def get_payment_request(self, request_id: str) -> tuple[bytes, str, bytes, float] | None:
+        request_id = check_str("request_id", request_id)
+        with self._conn() as conn:
+            row = conn.execute(
+                'SELECT challenge, "user", payment, created_at FROM payment_requests'
+                " WHERE request_id = %s",
+                (request_id,),
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), str(row[1]), bytes(row[2]), float(row[3]))
+
+    def add_payment(self, rec: PaymentRecord, *, limit: int | None, since: float) -> int | None:
+        params = check_payment_record(rec)
+        since = check_time("since", since)
+        # conn.transaction(): BEGIN..COMMIT on a pooled connection, a savepoint inside
+        # atomic(); the advisory lock lives until the enclosing transaction ends.
+        with self._conn() as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PAYMENT_LOCK_CLASS, rec.user)
+            )
+            total = self._total(conn, rec.user, rec.currency, since)
+            if over_limit(total, rec.amount_micros, limit):
+                return None
+            cur = conn.execute(
+                f"INSERT INTO payments ({_PAYMENT_COLUMNS})"  # noqa: S608
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (payment_id) DO NOTHING",
+                params,
+            )
+            if cur.rowcount != 1:
+                raise VerifierError(Reason.STORAGE, "payment id already recorded")
+        return total + rec.amount_micros
+
+    @staticmethod
+    def _total(conn: psycopg.Connection[Any], user: str, currency: str, since: float) -> int:
+        row = conn.execute(
+            "SELECT coalesce(sum(amount_micros), 0) FROM payments"
+            ' WHERE "user" = %s AND currency = %s AND authorised_at >= %s',
+            (user, currency, since),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def payment_total(self, user: str, currency: str, since: float) -> int:
+        user = check_str("user", user)
+        currency = check_str("currency", currency)
+        since = check_time("since", since)
+        with self._conn() as conn:
+            return self._total(conn, user, currency, since)
+
+    def get_payment(self, payment_id: str) -> PaymentRecord | None:
+        payment_id = check_str("payment_id", payment_id)
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = %s",  # noqa: S608
+                (payment_id,),
+            ).fetchone()
+        return None if row is None else payment_from_row(row)

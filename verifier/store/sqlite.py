@@ -17,20 +17,27 @@ from typing import Any
 from verifier.errors import Reason, VerifierError
 
 from .base import (
+    PAYMENT_COLUMNS,
     SCHEMA_VERSION,
     CredentialRecord,
     Durability,
+    PaymentRecord,
     audit_rows,
     audit_text,
     check_bytes,
     check_durability,
     check_int,
+    check_payment_record,
     check_record,
     check_str,
     check_time,
+    over_limit,
+    payment_from_row,
     record_from_row,
     storage_error,
 )
+
+_PAYMENT_COLUMNS = PAYMENT_COLUMNS.format(user="user")
 
 __all__ = ["SQLiteStore"]
 
@@ -87,6 +94,32 @@ _SCHEMA_V1 = (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _SCHEMA_V1,
     2: ("CREATE INDEX audit_time ON audit (time)",),
+    3: (
+        """
+        CREATE TABLE payment_requests (
+            request_id TEXT PRIMARY KEY,
+            challenge  BLOB NOT NULL UNIQUE,
+            user       TEXT NOT NULL,
+            payment    BLOB NOT NULL,
+            created_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE payments (
+            payment_id    TEXT PRIMARY KEY,
+            user          TEXT NOT NULL,
+            credential_id BLOB NOT NULL,
+            currency      TEXT NOT NULL,
+            amount_micros INTEGER NOT NULL CHECK (amount_micros >= 0),
+            payment       BLOB NOT NULL,
+            method        TEXT NOT NULL,
+            assurance     TEXT NOT NULL,
+            sign_count    INTEGER NOT NULL,
+            authorised_at REAL NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX payments_user_time ON payments (user, currency, authorised_at)",
+    ),
 }
 assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
@@ -491,3 +524,79 @@ class SQLiteStore:
         before = check_time("before", before)
         with self._errors():
             return int(self._conn.execute("DELETE FROM audit WHERE time < ?", (before,)).rowcount)
+
+    # -- payments ------------------------------------------------------------------------
+
+    def add_payment_request(
+        self, request_id: str, challenge: bytes, user: str, payment: bytes, created_at: float
+    ) -> None:
+        params = (
+            check_str("request_id", request_id),
+            check_bytes("challenge", challenge),
+            check_str("user", user),
+            check_bytes("payment", payment),
+            check_time("created_at", created_at),
+        )
+        with self._errors():
+            try:
+                self._conn.execute(
+                    "INSERT INTO payment_requests (request_id, challenge, user, payment,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    params,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise VerifierError(Reason.STORAGE, "payment request already stored") from exc
+
+    def get_payment_request(self, request_id: str) -> tuple[bytes, str, bytes, float] | None:
+        request_id = check_str("request_id", request_id)
+        with self._errors():
+            row = self._conn.execute(
+                "SELECT challenge, user, payment, created_at FROM payment_requests"
+                " WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), str(row[1]), bytes(row[2]), float(row[3]))
+
+    def add_payment(self, rec: PaymentRecord, *, limit: int | None, since: float) -> int | None:
+        params = check_payment_record(rec)
+        since = check_time("since", since)
+        # BEGIN IMMEDIATE (or the enclosing atomic block) holds the write lock from the sum
+        # to the insert: no other process can add a payment in between.
+        with self._errors(), self._transaction() as conn:
+            total = self._total(conn, rec.user, rec.currency, since)
+            if over_limit(total, rec.amount_micros, limit):
+                return None
+            try:
+                conn.execute(
+                    f"INSERT INTO payments ({_PAYMENT_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise VerifierError(Reason.STORAGE, "payment id already recorded") from exc
+        return total + rec.amount_micros
+
+    @staticmethod
+    def _total(conn: sqlite3.Connection, user: str, currency: str, since: float) -> int:
+        row = conn.execute(
+            "SELECT coalesce(sum(amount_micros), 0) FROM payments"
+            " WHERE user = ? AND currency = ? AND authorised_at >= ?",
+            (user, currency, since),
+        ).fetchone()
+        return int(row[0])
+
+    def payment_total(self, user: str, currency: str, since: float) -> int:
+        user = check_str("user", user)
+        currency = check_str("currency", currency)
+        since = check_time("since", since)
+        with self._errors():
+            return self._total(self._conn, user, currency, since)
+
+    def get_payment(self, payment_id: str) -> PaymentRecord | None:
+        payment_id = check_str("payment_id", payment_id)
+        with self._errors():
+            row = self._conn.execute(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?",  # noqa: S608
+                (payment_id,),
+            ).fetchone()
+        return None if row is None else payment_from_row(row)
