@@ -77,7 +77,7 @@ def build_signer(work: Path, clients: Sequence[int], n: int) -> Signer:
         return UserVerification(
             method=Method.FACE,
             liveness=LivenessClaim(
-                kind="active-challenge", passed=True, sequence_hash=digest, frames=20
+                kind="active-challenge", passed=True, sequence_hash=digest, frames=500
             ),
             model="bench-model@sha256:0123",
             verified=True,

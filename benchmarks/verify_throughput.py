@@ -70,7 +70,14 @@ from fido2.webauthn import (
 )
 
 from devicebio.hazmat.credentials import Credentials, UserVerification
-from devicebio.protocol import LivenessClaim, Method, b64url_decode, ed25519_public_key_from_cose
+from devicebio.protocol import (
+    LivenessClaim,
+    Method,
+    b64url_decode,
+    ed25519_public_key_from_cose,
+    liveness_plan,
+    liveness_sequence_hash,
+)
 from devicebio.store.vault import RawKey, Vault
 from verifier import (
     Challenge,
@@ -88,10 +95,16 @@ USER = "alice"
 # Long enough that no challenge expires while the rounds run, even on a loaded machine.
 CHALLENGE_TTL = 24 * 3600.0
 REQUIRED = UserVerificationRequirement.REQUIRED
-# What a real sign-in carries: face match with a passed active liveness check.
-FACE = UserVerification(
-    Method.FACE, LivenessClaim("active-challenge", True, b"\x03" * 32, 30), "dlib-resnet@1", True
-)
+
+
+def face(challenge: bytes) -> UserVerification:
+    """What a real sign-in carries: a face match with a passed active liveness check, bound
+    to this challenge's prompts (the verifier recomputes the sequence hash) over enough
+    frames for them."""
+    digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
+    claim = LivenessClaim("active-challenge", True, digest, 500)
+    return UserVerification(Method.FACE, claim, "dlib-resnet@sha256:0123", True)
+
 
 DEVICEBIO = "devicebio"
 DEVICEBIO_NORMAL = "devicebio_normal"
@@ -167,7 +180,11 @@ def build_fixture(n: int, work_dir: Path) -> Fixture:
             store, user=USER, purpose=Purpose.REGISTER, ttl=CHALLENGE_TTL
         ).value
         reg = device.register(
-            rp_id=RP, origin=ORIGIN, challenge=reg_challenge, user_name=USER, verification=FACE
+            rp_id=RP,
+            origin=ORIGIN,
+            challenge=reg_challenge,
+            user_name=USER,
+            verification=face(reg_challenge),
         )
         reg_json = reg.to_json()
         ours = verify_registration(
@@ -202,7 +219,9 @@ def build_fixture(n: int, work_dir: Path) -> Fixture:
         challenges: list[Challenge] = []
         for _ in range(n):
             ch = issue_challenge(store, user=USER, purpose=Purpose.AUTHENTICATE, ttl=CHALLENGE_TTL)
-            a = device.authenticate(rp_id=RP, origin=ORIGIN, challenge=ch.value, verification=FACE)
+            a = device.authenticate(
+                rp_id=RP, origin=ORIGIN, challenge=ch.value, verification=face(ch.value)
+            )
             _, state = server.authenticate_begin(
                 [fido2_cred], user_verification=REQUIRED, challenge=ch.value
             )

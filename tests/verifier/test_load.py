@@ -55,7 +55,7 @@ class _Device:
         return UserVerification(
             method=Method.FACE,
             liveness=LivenessClaim(
-                kind="active-challenge", passed=True, sequence_hash=digest, frames=20
+                kind="active-challenge", passed=True, sequence_hash=digest, frames=500
             ),
             model="test-model@sha256:0123",
             verified=True,
