@@ -6,7 +6,9 @@ py_webauthn. Nothing is patched or pre-processed: the device's ``to_json()`` goe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import webauthn
@@ -227,3 +229,106 @@ def test_our_verifier_and_both_libraries_agree_on_one_ceremony(creds):
         credential=a, expected_challenge=ch, expected_origin=ORIGIN, expected_rp_id=RP, store=store
     )
     assert mine_a.new_sign_count == theirs_a.new_sign_count == 1
+
+
+# -- Secure Payment Confirmation assertions -------------------------------------------------
+# Neither library knows the payment.get type: both refuse it in their ceremony functions (the
+# tests below pin their exact words), and both accept its signature over authenticatorData ||
+# SHA-256(clientDataJSON) with their own signature primitives: the bytes are a valid WebAuthn
+# assertion, only the type is SPC's.
+
+
+def _payment_assertion(creds: Credentials) -> tuple[Any, Any]:
+    from devicebio.protocol import Amount, Instrument, PaymentDetails
+
+    payment = PaymentDetails(
+        rp_id=RP,
+        top_origin=ORIGIN,
+        payee_name="School canteen",
+        total=Amount("EUR", "2.50"),
+        instrument=Instrument("Student card 0042", "https://example.com/card.png"),
+    )
+    reg = creds.register(
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"r" * 32,
+        user_name="alice",
+        verification=VERIFICATIONS["pin"],
+    )
+    assertion = creds.authenticate(
+        rp_id=RP,
+        origin=ORIGIN,
+        challenge=b"p" * 32,
+        verification=VERIFICATIONS["face+liveness"],
+        payment=payment,
+    )
+    assert json.loads(assertion.client_data_json)["type"] == "payment.get"
+    return reg, assertion
+
+
+def test_fido2_verifies_the_payment_signature_and_its_server_refuses_the_type(creds, server):
+    import hashlib
+
+    from cryptography.exceptions import InvalidSignature
+    from fido2.cose import CoseKey
+
+    reg, assertion = _payment_assertion(creds)
+    attested = AttestationObject(reg.attestation_object).auth_data.credential_data
+    assert attested is not None
+    key: CoseKey = attested.public_key
+    message = assertion.authenticator_data + hashlib.sha256(assertion.client_data_json).digest()
+    key.verify(message, assertion.signature)  # python-fido2's COSE verify: accepted
+    with pytest.raises(InvalidSignature):
+        key.verify(message + b"x", assertion.signature)  # and it is a real check
+    _, state = server.authenticate_begin([attested], user_verification=REQUIRED)
+    state["challenge"] = "cHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHA"  # b"p" * 32
+    with pytest.raises(ValueError, match="Incorrect type in CollectedClientData"):
+        server.authenticate_complete(state, [attested], assertion.to_json())
+
+
+def test_py_webauthn_verifies_the_payment_signature_and_refuses_the_type(creds):
+    import hashlib
+
+    from cryptography.exceptions import InvalidSignature
+    from webauthn.helpers import (
+        decode_credential_public_key,
+        decoded_public_key_to_cryptography,
+        verify_signature,
+    )
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier
+
+    reg, assertion = _payment_assertion(creds)
+    verified = webauthn.verify_registration_response(
+        credential=reg.to_json(), expected_challenge=b"r" * 32, expected_rp_id=RP,
+        expected_origin=ORIGIN,
+    )  # fmt: skip
+    with pytest.raises(
+        InvalidAuthenticationResponse,
+        match=re.escape('Unexpected client data type "payment.get", expected "webauthn.get"'),
+    ):
+        webauthn.verify_authentication_response(
+            credential=assertion.to_json(),
+            expected_challenge=b"p" * 32,
+            expected_rp_id=RP,
+            expected_origin=ORIGIN,
+            credential_public_key=verified.credential_public_key,
+            credential_current_sign_count=0,
+        )
+    # the same two steps verify_authentication_response takes after its type check
+    public_key = decoded_public_key_to_cryptography(
+        decode_credential_public_key(verified.credential_public_key)
+    )
+    message = assertion.authenticator_data + hashlib.sha256(assertion.client_data_json).digest()
+    verify_signature(
+        public_key=public_key,
+        signature_alg=COSEAlgorithmIdentifier.EDDSA,
+        signature=assertion.signature,
+        data=message,
+    )  # py_webauthn's own signature check: accepted
+    with pytest.raises(InvalidSignature):
+        verify_signature(
+            public_key=public_key,
+            signature_alg=COSEAlgorithmIdentifier.EDDSA,
+            signature=assertion.signature,
+            data=message + b"x",
+        )
