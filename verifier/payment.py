@@ -128,30 +128,15 @@ class PaymentPolicy:
 
 @dataclass(frozen=True)
 class VerifiedPayment:
-    """An authorised payment, already recorded (``record``: what the store kept)."""
+    """An authorised payment, already recorded. ``record`` is what the store kept and what
+    the merchant's receipt shows (:func:`verifier.views.receipt_json`); its ``payment_id`` is
+    also the key of the ``payment_authorised`` audit event."""
 
     payment_id: str
     payment: PaymentDetails
     assertion: VerifiedAssertion
     daily_total: str  # the user's 24-hour total including this payment, as a decimal string
     record: PaymentRecord
-
-    def receipt(self) -> dict[str, Any]:
-        """What a merchant prints and keeps: the decision, never anything biometric."""
-        a = self.assertion
-        return {
-            "payment_id": self.payment_id,
-            "payee": self.payment.payee_name or self.payment.payee_origin,
-            "amount": self.payment.total.value,
-            "currency": self.payment.total.currency,
-            "instrument": self.payment.instrument.display_name,
-            "user": a.user,
-            "method": a.method.value,
-            "liveness": a.liveness.passed,
-            "assurance": a.assurance.value,
-            "sign_count": a.new_sign_count,
-            "authorised_at": self.record.authorised_at,
-        }
 
 
 def _value(micros: int) -> str:

@@ -9,6 +9,7 @@ function only renders (or reads back) what the verifier already decided.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from verifier.challenges import Challenge
     from verifier.registration import VerifiedRegistration
     from verifier.revocation.codec import RevocationList
+    from verifier.store import PaymentRecord
 
 __all__ = [
     "accepted_decision",
@@ -31,6 +33,7 @@ __all__ = [
     "challenge_json",
     "liveness_json",
     "policy_json",
+    "receipt_json",
     "refused_decision",
     "registration_json",
     "revocation_list_to_json",
@@ -218,6 +221,28 @@ def refused_decision(reason: str, message: str) -> str:
     except ValueError:
         why = message
     return f"refused: {reason}" + (f" ({why})" if why else "")
+
+
+# -- payments -----------------------------------------------------------------------------
+
+
+def receipt_json(record: PaymentRecord) -> dict[str, Any]:
+    """A merchant's receipt of an authorised payment: the decision, never anything biometric.
+    ``audit_id`` is the key of the ``payment_authorised`` event in the audit trail."""
+    signed = json.loads(record.payment)
+    return {
+        "audit_id": record.payment_id,
+        "payee": signed.get("payeeName") or signed.get("payeeOrigin"),
+        "amount": signed["total"]["value"],
+        "currency": record.currency,
+        "instrument": signed["instrument"]["displayName"],
+        "user": record.user,
+        "credential_id": b64url_encode(record.credential_id),
+        "method": record.method,
+        "assurance": record.assurance,
+        "sign_count": record.sign_count,
+        "authorised_at": utc(record.authorised_at),
+    }
 
 
 # -- revocation lists ---------------------------------------------------------------------

@@ -35,6 +35,7 @@ from verifier import (
     verify_payment,
     verify_registration,
 )
+from verifier.views import receipt_json
 
 RP = "canteen.example"
 ORIGIN = "https://canteen.example"
@@ -128,9 +129,10 @@ def test_face_with_liveness_pays_and_is_recorded(till: Till) -> None:
     assert ok.payment == lunch()
     assert ok.assertion.method is Method.FACE and ok.assertion.liveness.passed
     assert ok.daily_total == "2.5"
-    receipt = ok.receipt()
+    receipt = receipt_json(ok.record)
     assert receipt["amount"] == "2.50" and receipt["currency"] == "EUR"
-    assert receipt["payment_id"] == ok.payment_id and receipt["method"] == "face"
+    assert receipt["audit_id"] == ok.payment_id and receipt["method"] == "face"
+    assert receipt["payee"] == "School canteen" and receipt["assurance"] == "strong"
     stored = till.store.get_payment(ok.payment_id)
     assert stored == ok.record and stored.amount_micros == 2_500_000
     assert json.loads(stored.payment) == lunch().to_json()

@@ -540,3 +540,87 @@ def test_an_early_sign_up_challenge_cannot_take_over_an_account(tmp_path: Path) 
             },
         )
         assert r.status_code == 200, r.text
+
+
+def _pay_request(client: TestClient, amount: str, **kw: Any) -> dict[str, Any]:
+    body = {
+        "user": "alice",
+        "payee_name": "School canteen",
+        "amount": amount,
+        "currency": "EUR",
+        "instrument_name": "Student card 0042",
+        "instrument_icon": "https://example.com/card.png",
+        **kw,
+    }
+    r = client.post("/pay/request", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _pay_sign(device: _Device, req: dict[str, Any], method: str = "face") -> Any:
+    from devicebio.protocol import PaymentDetails
+
+    value = _b64d(req["challenge"])
+    return device.creds.authenticate(
+        rp_id=RP_ID,
+        origin=ORIGIN,
+        challenge=value,
+        verification=device.uv(method, True, value),
+        payment=PaymentDetails.from_json(req["payment"]),
+    ).to_json()
+
+
+def test_merchant_request_verify_receipt_mismatch_replay_step_up(
+    client: TestClient, tmp_path: Path
+) -> None:
+    device = _Device(tmp_path / "vault")
+    _register(client, device)
+    # creating a request is the merchant's act: the admin token is needed
+    r = client.post("/pay/request", json={"user": "alice"})
+    assert r.status_code == 401
+    req = _pay_request(client, "2.50")
+    assert req["purpose"] == "payment" and req["payment"]["total"] == {
+        "currency": "EUR",
+        "value": "2.50",
+    }
+    assert req["payment"]["topOrigin"] == ORIGIN and req["payment"]["rpId"] == RP_ID
+    signed = _pay_sign(device, req)
+
+    # the same authorisation presented for another request of 25.00: mismatch
+    other = _pay_request(client, "25.00")
+    r = client.post("/pay/verify", json={"request_id": other["request_id"], "credential": signed})
+    assert r.status_code == 403 and r.json()["reason"] == "payment_mismatch", r.text
+
+    r = client.post("/pay/verify", json={"request_id": req["request_id"], "credential": signed})
+    assert r.status_code == 200, r.text
+    receipt = r.json()["receipt"]
+    assert receipt["audit_id"] == req["request_id"] and receipt["amount"] == "2.50"
+    assert receipt["method"] == "face" and receipt["assurance"] == "strong"
+    r = client.get(f"/pay/receipt/{req['request_id']}", headers=AUTH)
+    assert r.status_code == 200 and r.json()["receipt"] == receipt
+    assert client.get(f"/pay/receipt/{req['request_id']}").status_code == 401
+    assert client.get("/pay/receipt/nope", headers=AUTH).status_code == 404
+
+    # a replay of the accepted authorisation
+    r = client.post("/pay/verify", json={"request_id": req["request_id"], "credential": signed})
+    assert r.status_code == 403 and r.json()["reason"] == "challenge_reused"
+
+    # above the face limit: step-up demanded
+    big = _pay_request(client, "25.00")
+    r = client.post(
+        "/pay/verify", json={"request_id": big["request_id"], "credential": _pay_sign(device, big)}
+    )
+    body = r.json()
+    assert r.status_code == 403 and body["reason"] == "amount_above_method_limit", r.text
+    assert body["step_up"] is True and "security-key" in body["message"]
+
+    # bad requests are 400, unknown ids 404
+    r = client.post(
+        "/pay/request",
+        json={"user": "alice", "amount": 2.5, "currency": "EUR", "instrument_name": "x",
+              "instrument_icon": "https://example.com/i.png", "payee_name": "c"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert r.status_code == 400
+    bad = {"request_id": "f" * 32, "credential": signed}
+    assert client.post("/pay/verify", json=bad).status_code == 404

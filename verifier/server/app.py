@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from verifier.challenges import DEFAULT_TTL
 from verifier.errors import Reason, VerifierError
 from verifier.keys import load_signing_key
+from verifier.payment import PaymentPolicy
 from verifier.policy import Policy
 from verifier.revocation.issue import DEFAULT_ISSUER, ListIssuer
 from verifier.store import open_store
@@ -34,6 +35,7 @@ def create_app(
     origin: str,
     revocation_key_file: str | Path | None,
     policy: Policy | None = None,
+    payment_policy: PaymentPolicy | None = None,
     admin_token: str | None = None,
     open_registration: bool = False,
     max_body: int = DEFAULT_MAX_BODY,
@@ -58,6 +60,11 @@ def create_app(
     credential yet (sign-up); adding a device to an existing user still needs the token.
     Without ``admin_token`` those requests are all refused (401).
 
+    The merchant side (``/pay/request`` and ``/pay/receipt/{id}`` with the admin token, the
+    till's; ``/pay/verify``) settles payments under ``payment_policy`` (default
+    :class:`~verifier.payment.PaymentPolicy`: face with liveness up to 20.00 EUR, PIN up to
+    5.00, a security key up to 200.00, 30.00 a day without step-up).
+
     Raises ``VerifierError``: ``MALFORMED`` for bad arguments or key file, ``STORAGE`` when
     the database or key cannot be opened, or the list in force is not this key's.
     """
@@ -65,6 +72,8 @@ def create_app(
         policy = Policy()
     if not isinstance(policy, Policy):
         raise VerifierError(Reason.MALFORMED, "policy must be a Policy")
+    if payment_policy is not None and not isinstance(payment_policy, PaymentPolicy):
+        raise VerifierError(Reason.MALFORMED, "payment_policy must be a PaymentPolicy")
     for name, value in (("rp_id", rp_id), ("origin", origin)):
         if not isinstance(value, str) or not value:
             raise VerifierError(Reason.MALFORMED, f"{name} must be a non-empty str")
@@ -114,6 +123,7 @@ def create_app(
         max_body=max_body,
         challenge_ttl=challenge_ttl,
         clock=clock,
+        payment_policy=payment_policy or PaymentPolicy(),
     )
 
     @contextlib.asynccontextmanager

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,10 +19,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devicebio.protocol import b64url_encode
+from devicebio.protocol import (
+    Amount,
+    Instrument,
+    PaymentDetails,
+    ProtocolError,
+    b64url_encode,
+)
 from verifier.assertion import VerifiedAssertion, verify_assertion
 from verifier.challenges import Challenge, Purpose, issue_challenge
 from verifier.errors import Reason, VerifierError
+from verifier.payment import PaymentPolicy, VerifiedPayment, verify_payment
 from verifier.policy import Policy
 from verifier.registration import VerifiedRegistration, verify_registration
 from verifier.revocation import RevocationList
@@ -30,6 +39,7 @@ from verifier.views import (
     assertion_json,
     challenge_json,
     policy_json,
+    receipt_json,
     refused_decision,
     registration_json,
     revocation_list_to_json,
@@ -73,6 +83,7 @@ class Service:
     challenge_ttl: float
     clock: Callable[[], float] = time.time
     last_purge: float = 0.0
+    payment_policy: PaymentPolicy = dataclasses.field(default_factory=PaymentPolicy)
 
     def revocation_key(self) -> nacl.signing.VerifyKey | None:
         """The issuer key to enforce the list with, after renewing the list if it is due.
@@ -263,6 +274,133 @@ async def revocation_list(request: Request) -> Response:
     return json_response(200, _list_body(s.revocation, *found))
 
 
+# -- the merchant side: a till asks for a payment, the student's device approves it -------
+
+_PAY_FIELDS = frozenset({"user", "amount", "currency", "instrument_name", "instrument_icon"})
+_PAY_OPTIONAL = frozenset({"payee_name", "payee_origin"})
+_STEP_UP = (Reason.AMOUNT_ABOVE_METHOD_LIMIT.value, Reason.DAILY_LIMIT.value)
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    return None if body.get(name) is None else text_field(body, name)
+
+
+@endpoint
+async def payment_request(request: Request) -> Response:
+    """A till creates a payment request (admin token: only the merchant charges). The answer
+    is what the device shows and signs: the SPC ``payment`` member and a payment challenge."""
+    s = _service(request)
+    if not bearer_ok(request, s.token_digest):
+        raise Problem(401, "unauthorized", "creating a payment request needs the admin token")
+    body = await read_json(request, s.max_body)
+    fields(body, _PAY_FIELDS, _PAY_OPTIONAL)
+    user = text_field(body, "user", _MAX_USER)
+    try:
+        payment = PaymentDetails(
+            rp_id=s.rp_id,
+            top_origin=s.origin,
+            payee_name=_optional_text(body, "payee_name"),
+            payee_origin=_optional_text(body, "payee_origin"),
+            total=Amount(text_field(body, "currency", 3), text_field(body, "amount", 32)),
+            instrument=Instrument(
+                text_field(body, "instrument_name"), text_field(body, "instrument_icon", 2048)
+            ),
+        )
+    except ProtocolError as exc:
+        malformed(exc.detail)
+    request_id = secrets.token_hex(16)
+
+    def issue() -> Challenge:
+        now = s.clock()
+        s.purge_if_due(now)
+        c = issue_challenge(
+            s.store, user=user, purpose=Purpose.PAYMENT, ttl=s.challenge_ttl, now=now
+        )
+        member = json.dumps(payment.to_json(), separators=(",", ":"), sort_keys=True)
+        s.store.add_payment_request(request_id, c.value, user, member.encode(), now)
+        return c
+
+    c = await _blocking(issue)
+    return json_response(
+        200,
+        {
+            "ok": True,
+            "request_id": request_id,
+            **challenge_json(c),
+            "rp_id": s.rp_id,
+            "origin": s.origin,
+            "payment": payment.to_json(),
+        },
+    )
+
+
+@endpoint
+async def payment_verify(request: Request) -> Response:
+    """The till sends the device's authorisation for a request; a refusal names its reason
+    and, for a limit, the methods a step-up may use."""
+    s = _service(request)
+    try:
+        body = await read_json(request, s.max_body)
+        fields(body, frozenset({"request_id", "credential"}))
+        request_id = text_field(body, "request_id", 64)
+        credential = object_field(body, "credential")
+
+        def run() -> VerifiedPayment:
+            found = s.store.get_payment_request(request_id)
+            if found is None:
+                raise Problem(404, "payment_request_unknown", "no such payment request")
+            challenge_value, _user, member, _created = found
+            try:
+                expected = PaymentDetails.from_json(json.loads(member))
+            except (ProtocolError, ValueError):
+                raise VerifierError(Reason.STORAGE, "stored payment request is damaged") from None
+            return verify_payment(
+                credential=credential,
+                expected_challenge=challenge_value,
+                expected_origin=s.origin,
+                expected_rp_id=s.rp_id,
+                expected_payment=expected,
+                store=s.store,
+                payment_policy=s.payment_policy,
+                policy=s.policy,
+                revocation_issuer_key=s.revocation_key(),
+                payment_id=request_id,
+                now=s.clock(),
+            )
+
+        result: VerifiedPayment = await _blocking(run)
+    except (Problem, VerifierError) as exc:
+        problem = as_problem(exc)
+        extra: dict[str, Any] = {"decision": refused_decision(problem.reason, problem.message)}
+        if problem.reason in _STEP_UP:
+            extra["step_up"] = True
+        return problem_response(problem.status, problem.reason, problem.message, **extra)
+    return json_response(
+        200,
+        {
+            "ok": True,
+            "receipt": receipt_json(result.record),
+            "daily_total": result.daily_total,
+            "decision": f"accepted: {result.payment.total} by {result.assertion.method.value}"
+            f" ({result.assertion.assurance.value})",
+        },
+    )
+
+
+@endpoint
+async def payment_receipt(request: Request) -> Response:
+    s = _service(request)
+    if not bearer_ok(request, s.token_digest):
+        raise Problem(401, "unauthorized", "receipts need the admin token")
+    payment_id = str(request.path_params["payment_id"])
+    if not 1 <= len(payment_id) <= 64:
+        malformed("payment id must be 1..64 characters")
+    record = await _blocking(s.store.get_payment, payment_id)
+    if record is None:
+        raise Problem(404, "payment_unknown", "no such authorised payment")
+    return json_response(200, {"ok": True, "receipt": receipt_json(record)})
+
+
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/challenge", challenge, methods=["POST"]),
@@ -270,4 +408,7 @@ ROUTES = [
     Route("/verify", verify, methods=["POST"]),
     Route("/revoke", revoke, methods=["POST"]),
     Route("/revocation", revocation_list, methods=["GET"]),
+    Route("/pay/request", payment_request, methods=["POST"]),
+    Route("/pay/verify", payment_verify, methods=["POST"]),
+    Route("/pay/receipt/{payment_id}", payment_receipt, methods=["GET"]),
 ]
