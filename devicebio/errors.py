@@ -23,6 +23,8 @@ class Reason(enum.StrEnum):
     RECORD_CORRUPT = "record_corrupt"
     RECORD_TAMPERED = "record_tampered"
     RECORD_SWAPPED = "record_swapped"
+    RECORD_MISSING = "record_missing"  # the vault lists it, the file is gone
+    RECORD_ROLLED_BACK = "record_rolled_back"  # an older copy was put back
     SCHEMA_UNSUPPORTED = "schema_unsupported"
     INSECURE_PERMISSIONS = "insecure_permissions"
     KEY_PROVIDER_UNAVAILABLE = "key_provider_unavailable"

@@ -130,6 +130,16 @@ class AttemptLimiter:
         )
 
     def _state(self) -> AttemptsBody:
+        try:
+            return self._read_state()
+        except DeviceBioError as exc:
+            if exc.reason is not Reason.RECORD_MISSING:
+                raise
+            # The file was deleted to wipe a lockout (no key is needed to delete): fail closed
+            # into the state a fallback clears.
+            return {"failures": self.policy.hard_cap, "not_before": 0.0, "last_knowledge": 0.0}
+
+    def _read_state(self) -> AttemptsBody:
         if not self._vault.exists(self.KIND, self.ID):
             if self._vault.ids(records.Kind.FACE):
                 # Enrolment writes this record, so templates without it mean someone deleted

@@ -53,6 +53,8 @@ class Pin:
     ) -> None:
         if max_failures < 1:
             raise DeviceBioError(Reason.INVALID_ARGUMENT, "max_failures must be at least 1")
+        if not records.argon2_cost_ok(opslimit, memlimit):
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "Argon2id cost out of range")
         self._vault = vault
         self._max = max_failures
         self._ops, self._mem = opslimit, memlimit
@@ -60,7 +62,7 @@ class Pin:
     def set(self, pin: str) -> None:
         _check_pin_policy(pin)
         salt = nacl.utils.random(SALT_SIZE)
-        digest = argon2id_key(pin.encode(), salt, self._ops, self._mem)
+        digest = argon2id_key(_pin_bytes(pin), salt, self._ops, self._mem)
         record: PinBody = {
             "salt": salt,
             "ops": self._ops,
@@ -78,6 +80,9 @@ class Pin:
 
     def verify(self, pin: str) -> None:
         """Return if ``pin`` is right; else raise PIN_WRONG, or LOCKED_OUT once blocked."""
+        # A PIN that cannot be encoded can never be right (set() refuses it): refuse it as
+        # input, before anything is counted or hashed.
+        secret = _pin_bytes(pin)
         # Count the attempt first, under the vault's lock: a crash during the slow hash must
         # not refund it, and two processes guessing at once must each be counted.
         with self._vault.exclusive():
@@ -90,7 +95,7 @@ class Pin:
                 )
             record["failures"] += 1
             self._vault.put(self.KIND, self.ID, record)
-        guess = argon2id_key(pin.encode(), record["salt"], record["ops"], record["mem"])
+        guess = argon2id_key(secret, record["salt"], record["ops"], record["mem"])
         if not hmac.compare_digest(guess, record["hash"]):
             left = self._max - record["failures"]
             raise DeviceBioError(Reason.PIN_WRONG, f"wrong PIN, {left} tries left")
@@ -114,6 +119,17 @@ class Pin:
                 ) from None
             raise
         return records.check_pin(record)
+
+
+def _pin_bytes(pin: object) -> bytes:
+    if not isinstance(pin, str) or len(pin) > PIN_MAX_LENGTH:
+        raise DeviceBioError(
+            Reason.PIN_POLICY, f"a PIN is text of at most {PIN_MAX_LENGTH} characters"
+        )
+    try:
+        return pin.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DeviceBioError(Reason.PIN_POLICY, "a PIN must be valid Unicode text") from None
 
 
 def _check_pin_policy(pin: str) -> None:

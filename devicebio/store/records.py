@@ -3,9 +3,10 @@
 The vault itself stores any CBOR value under ``(kind, id)``; this module is the list of what
 is actually written there, by whom, and the check each body passes when it is read back. A
 body that is not what its writer writes is ``RECORD_CORRUPT`` (it authenticated, so a broken
-writer or an older format, never silently accepted). A missing record is the owner's
-decision: some are an integrity error (attempt state with templates present), some mean "not
-set" (no PIN).
+writer or an older format, never silently accepted). A record that was never
+written means "not set" (no PIN yet); one the vault's manifest lists whose file is gone is
+RECORD_MISSING, and an older copy put back is RECORD_ROLLED_BACK (see
+:mod:`devicebio.store.vault`): a deleted PIN never reads as "no PIN".
 
 Checks here are about shape: fields, types, sizes, version. What a value *means* stays with
 its owner: :meth:`devicebio.protect.TemplateKey.from_record` knows the transform's algorithm,
@@ -48,6 +49,7 @@ __all__ = [
     "PinBody",
     "RecoveryBody",
     "SecurityKeyBody",
+    "argon2_cost_ok",
     "check_attempts",
     "check_consent",
     "check_credential",
@@ -81,6 +83,9 @@ DEVICE_SECRET_SIZE = 32
 CREDENTIAL_VERSION = 1
 SECURITY_KEY_VERSION = 1
 MAX_COUNTER = 0xFFFFFFFF  # a WebAuthn signature counter is 32 bits
+PIN_SALT_SIZE, PIN_HASH_SIZE = 16, 32  # Argon2id's salt; the derived 32-byte verifier
+ARGON2_OPS = (1, 4)  # libsodium's OPSLIMIT_MIN .. OPSLIMIT_SENSITIVE
+ARGON2_MEM = (8 * 1024, 1024**3)  # MEMLIMIT_MIN .. MEMLIMIT_SENSITIVE
 
 
 def _corrupt(what: str) -> DeviceBioError:
@@ -235,7 +240,29 @@ def check_pin(value: object) -> PinBody:
     )
     if not ok:
         raise DeviceBioError(Reason.RECORD_CORRUPT, "PIN record is malformed")
+    assert isinstance(value, dict)
+    # Sealed is not the same as sane: bound what the record makes Argon2id do (libsodium
+    # raises below its minimums, and a huge cost would hang the check).
+    sane = (
+        argon2_cost_ok(value["ops"], value["mem"])
+        and len(value["salt"]) == PIN_SALT_SIZE
+        and len(value["hash"]) == PIN_HASH_SIZE
+        and type(value["failures"]) is int
+        and 0 <= value["failures"] <= MAX_COUNTER
+    )
+    if not sane:
+        raise DeviceBioError(Reason.RECORD_CORRUPT, "PIN record: cost or sizes out of range")
     return cast(PinBody, value)
+
+
+def argon2_cost_ok(ops: object, mem: object) -> bool:
+    """A PIN hash's Argon2id cost: libsodium's minimums up to its "sensitive" level."""
+    return (
+        type(ops) is int
+        and type(mem) is int
+        and ARGON2_OPS[0] <= ops <= ARGON2_OPS[1]
+        and ARGON2_MEM[0] <= mem <= ARGON2_MEM[1]
+    )
 
 
 class RecoveryBody(TypedDict):

@@ -88,3 +88,16 @@ def test_state_persists_across_objects(vault: Vault) -> None:
 def test_policy_refuses_short_delays() -> None:
     with pytest.raises(DeviceBioError):
         AttemptPolicy(base_delay=5)
+
+
+def test_restoring_the_attempts_file_does_not_lift_a_lockout(vault: Vault) -> None:
+    clock = Clock()
+    limiter = AttemptLimiter(vault, clock=clock)
+    limiter.start()
+    saved = {p: p.read_bytes() for p in (vault.path / "attempts").iterdir()}
+    for _ in range(5):
+        limiter.record_failure()
+    assert not limiter.status().allowed
+    for path, blob in saved.items():
+        path.write_bytes(blob)
+    assert reason_of(limiter.status) is Reason.RECORD_ROLLED_BACK

@@ -10,6 +10,8 @@ from devicebio.errors import DeviceBioError, Reason
 from devicebio.fallback import Pin, RecoveryCodes
 from devicebio.store.vault import RawKey, Vault
 
+ARGON_FAST = {"opslimit": 2, "memlimit": 8 * 1024 * 1024}
+
 
 @pytest.fixture()
 def vault(tmp_path: Path) -> Vault:
@@ -70,3 +72,58 @@ def test_recovery_codes_single_use(vault: Vault) -> None:
     assert codes[0].encode() not in stored
     rc.new()
     assert reason_of(rc.use, codes[0]) is Reason.RECOVERY_CODE_WRONG, "old codes survive renewal"
+
+
+# ---- issue 10: an attacker with file access but no key ------------------------------------
+
+
+def test_deleting_the_pin_record_does_not_remove_the_pin(vault: Vault) -> None:
+    """With the PIN file gone, 'no PIN set' would let a thief set their own PIN and enrol
+    their face: once a PIN existed, its absence is an integrity error."""
+    Pin(vault).set("480213")
+    for path in (vault.path / "knowledge").iterdir():
+        path.unlink()
+    assert reason_of(Pin(vault).status) is Reason.RECORD_MISSING
+    assert reason_of(Pin(vault).verify, "480213") is Reason.RECORD_MISSING
+
+
+def test_restoring_the_pin_file_does_not_refund_guesses(vault: Vault) -> None:
+    """The attack: save the PIN file, guess 4 times, put the file back, guess again."""
+    pin = Pin(vault, **ARGON_FAST)
+    pin.set("480213")
+    saved = {p: p.read_bytes() for p in (vault.path / "knowledge").iterdir()}
+    guesses = 0
+    for _ in range(3):
+        for _ in range(4):
+            with pytest.raises(DeviceBioError) as info:
+                pin.verify("000001")
+            if info.value.reason is not Reason.PIN_WRONG:
+                break
+            guesses += 1
+        for path, blob in saved.items():
+            path.write_bytes(blob)
+    assert guesses <= 4
+    assert reason_of(pin.verify, "480213") is Reason.RECORD_ROLLED_BACK
+
+
+@pytest.mark.parametrize("pin", ["48021\udcff3", "\ud800" * 6])
+def test_a_pin_that_is_not_utf8_is_a_typed_error_and_not_counted(vault: Vault, pin: str) -> None:
+    Pin(vault).set("480213")
+    assert reason_of(Pin(vault).verify, pin) is Reason.PIN_POLICY
+    assert reason_of(Pin(vault).set, pin) is Reason.PIN_POLICY
+    assert Pin(vault).status().failures == 0
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [{"ops": 0}, {"mem": 1}, {"ops": 2**40}, {"mem": 2**50}, {"ops": True}, {"salt": b"s"}],
+    ids=["ops-zero", "mem-tiny", "ops-huge", "mem-huge", "ops-bool", "salt-short"],
+)
+def test_an_out_of_range_argon2_cost_in_a_pin_record_is_a_typed_error(
+    vault: Vault, cost: dict
+) -> None:
+    """A PIN record that authenticates but asks for no work, or for hours of it."""
+    Pin(vault, **ARGON_FAST).set("480213")
+    record = vault.get("knowledge", "pin")
+    vault.put("knowledge", "pin", {**record, **cost})
+    assert reason_of(Pin(vault).verify, "480213") is Reason.RECORD_CORRUPT

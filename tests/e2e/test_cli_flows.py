@@ -195,3 +195,24 @@ def test_doctor_and_models_verify(user: User) -> None:
     assert doctor["ok"], doctor
     verify = json.loads(user.run("devicebio", "models", "verify", "--json", ok=False).stdout)
     assert all(m["status"] in {"ok", "missing"} for m in verify["models"])
+
+
+def _fresh_user(tmp_path: Path) -> User:
+    u = User(tmp_path)
+    u.run("devicebio", "init", "--vault", u.vault, "--kdf", "interactive")
+    u.run("devicebio", "pin", "set", "--vault", u.vault, stdin=PIN + "\n")
+    return u
+
+
+def test_deleting_the_pin_file_does_not_let_a_thief_set_a_pin_or_enrol(tmp_path: Path) -> None:
+    """Issue 10 #2: with the PIN file deleted, 'pin set' asked for no old PIN and 'enroll'
+    for no PIN at all: the thief's face would then sign alice's assertions."""
+    u = _fresh_user(tmp_path)
+    for path in (Path(u.vault) / "knowledge").iterdir():
+        path.unlink()
+    thief = "975310"
+    proc = u.run("devicebio", "pin", "set", "--vault", u.vault, stdin=thief + "\n", ok=False)
+    assert proc.returncode == 3 and "record_missing" in proc.stderr, proc.stderr
+    proc = u.run("devicebio", "enroll", "--vault", u.vault, "--user", "thief", "--source",
+                 str(tmp_path), "--consent", stdin=thief + "\n", ok=False)  # fmt: skip
+    assert proc.returncode == 3 and "record_missing" in proc.stderr, proc.stderr
