@@ -221,14 +221,23 @@ class Authenticator:
         self, user: str, source: FrameSource, *, rp_id: str, origin: str, challenge: bytes
     ) -> AuthResult:
         """Capture until a decision or the timeout; on a match, sign an assertion for the RP."""
-        verified = self._verify_face(user, source, challenge)
+        verified = self._verify_face(user, source, challenge, rp_id=rp_id)
         if isinstance(verified, AuthResult):
             return verified
         verification, seen = verified
         assertion = self._credentials.authenticate(
-            rp_id=rp_id, origin=origin, challenge=challenge, verification=verification
+            rp_id=rp_id, origin=origin, challenge=challenge, verification=verification, user=user
         )
         return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
+
+    def verify_face(self, user: str, source: FrameSource) -> AuthResult:
+        """One face attempt that signs nothing (``devicebio test --user``): counted against
+        the attempt limits like any other, answered only by its outcome, never a score. No
+        liveness check runs (there is no challenge to bind it to)."""
+        verified = self._verify_face(user, source, None)
+        if isinstance(verified, AuthResult):
+            return verified
+        return AuthResult(Outcome(OutcomeCode.MATCHED), None, verified[1])
 
     def authorize_payment(
         self,
@@ -251,7 +260,7 @@ class Authenticator:
         :meth:`authorize_payment_with_pin` (or the other fallback verbs) then.
         """
         self._show(payment, rp_id, on_transaction)
-        verified = self._verify_face(user, source, challenge)
+        verified = self._verify_face(user, source, challenge, rp_id=rp_id)
         if isinstance(verified, AuthResult):
             return verified
         verification, seen = verified
@@ -261,6 +270,7 @@ class Authenticator:
             challenge=challenge,
             verification=verification,
             payment=payment,
+            user=user,
         )
         return AuthResult(Outcome(OutcomeCode.MATCHED), assertion, seen)
 
@@ -330,18 +340,33 @@ class Authenticator:
             raise DeviceBioError(Reason.USER_DECLINED, "the user did not confirm the payment")
 
     def _verify_face(
-        self, user: str, source: FrameSource, challenge: bytes
+        self,
+        user: str,
+        source: FrameSource,
+        challenge: bytes | None,
+        *,
+        rp_id: str | None = None,
     ) -> tuple[UserVerification, int] | AuthResult:
-        """Face (+ liveness when configured) for ``user``: the verification to sign and the
-        frames seen, or the failed AuthResult. One decision path for sign-in and payment."""
+        """Face (+ liveness when configured and there is a challenge) for ``user``: the
+        verification to sign and the frames seen, or the failed AuthResult. One decision path
+        for sign-in, payment and ``verify_face``. ``rp_id``: the RP whose credential of
+        ``user`` the face will release (it must exist before anything is captured)."""
         # Retention first: an expired enrolment is deleted whatever the lockout state.
         key, templates = self._templates(user)
-        status = self.limiter.status()
-        if not status.allowed:
-            retry = status.retry_after if status.retry_after != float("inf") else None
-            return AuthResult(Outcome(OutcomeCode.LOCKED_OUT, retry, None), None, 0, FALLBACKS)
+        # A face verifies one enrolled user: it may release only that user's credential
+        # (checked before any capture, and again when signing).
+        if rp_id is not None and not any(
+            c.rp_id == rp_id and c.user == user for c in self._credentials.list()
+        ):
+            raise DeviceBioError(
+                Reason.CREDENTIAL_NOT_FOUND,
+                "no credential for this user at this RP",
+                hint="register one first (the PIN verifies registration)",
+            )
+        if not self.limiter.status().allowed:
+            return AuthResult(Outcome(OutcomeCode.LOCKED_OUT), None, 0, FALLBACKS)
         claim = LivenessClaim.none()
-        if self.liveness is not None:
+        if self.liveness is not None and challenge is not None:
             # The same frames answer the prompts and give the probes, so the face that passed
             # liveness is the face that is matched (identity continuity covers the session).
             live = self.liveness.run(source.frames(), challenge, self._on_prompt)
@@ -362,11 +387,14 @@ class Authenticator:
             if not captures:
                 return AuthResult(_worst(rejected, seen), None, seen, FALLBACKS)
             raw = np.stack([c.embedding for c in captures])
+        # Counted before it is compared, under the vault's lock: parallel attempts cannot all
+        # slip past the limit (a success releases the reservation below).
+        if not self.limiter.reserve().allowed:
+            return AuthResult(Outcome(OutcomeCode.LOCKED_OUT), None, seen, FALLBACKS)
         probes = key.protect(raw)
         verdict = decision.decide(probes, templates, self.decision_policy)
         if verdict is not decision.Verdict.ACCEPT:
-            after = self.limiter.record_failure()
-            offer = FALLBACKS if not after.allowed else ()
+            offer = FALLBACKS if not self.limiter.status().allowed else ()
             return AuthResult(Outcome(OutcomeCode.NO_MATCH), None, seen, offer)
         self.limiter.record_face_success()
         verification = UserVerification(
@@ -479,7 +507,8 @@ class Authenticator:
         challenge: bytes,
         user_handle: bytes | None = None,
     ) -> Registration:
-        """Create (or replace) the credential for ``(rp_id, user_name)`` after the PIN."""
+        """Create (or replace) the credential for ``(rp_id, user_name)`` after the PIN. Only
+        the face enrolled under the same name can release it (:meth:`authenticate`)."""
         verification = self._verify_fallback(Fallback.PIN, pin)
         return self._credentials.register(
             rp_id=rp_id,

@@ -111,6 +111,19 @@ class AttemptLimiter:
             self._vault.put(self.KIND, self.ID, state)
         return self.status()
 
+    def reserve(self) -> AttemptStatus:
+        """Count a face attempt before its comparison runs, under the vault's lock; the
+        returned status says whether it may run (``allowed``). A success releases it
+        (:meth:`record_face_success`); a failure is already counted. Checking first and
+        counting after the comparison would let parallel attempts all pass the check: each
+        would be one more comparison than the limit allows."""
+        with self._vault.exclusive():
+            status = self.status()
+            if not status.allowed:
+                return status
+            self.record_failure()
+        return status
+
     def start(self) -> None:
         """Write the initial state if there is none (enrolment calls this)."""
         with self._vault.exclusive():

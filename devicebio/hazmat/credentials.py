@@ -264,6 +264,7 @@ class Credentials:
         verification: UserVerification,
         credential_id: bytes | None = None,
         payment: PaymentDetails | None = None,
+        user: str | None = None,
     ) -> Assertion:
         """Sign an assertion for ``rp_id``.
 
@@ -274,7 +275,9 @@ class Credentials:
         UP and UV are set only when ``verification.verified``; an unverified attempt is still
         signed (so an RP can see and count it) but no conforming RP will accept it. Without
         ``credential_id`` the single credential for ``rp_id`` is used (``INVALID_ARGUMENT``
-        when there are several, ``CREDENTIAL_NOT_FOUND`` when there is none).
+        when there are several, ``CREDENTIAL_NOT_FOUND`` when there is none). ``user``: only
+        that user's credential may sign (a face verifies one enrolled user, and releases only
+        the credential registered under that name).
         """
         _check_rp_origin(rp_id, origin)
         _check_challenge(challenge)
@@ -282,6 +285,8 @@ class Credentials:
             raise _bad("verification must be a UserVerification")
         if credential_id is not None and not isinstance(credential_id, bytes):
             raise _bad("credential_id must be bytes or None")
+        if user is not None and not isinstance(user, str):
+            raise _bad("user must be a str or None")
         extension = verification.extension()
         flags = _F.ED | ((_F.UP | _F.UV) if verification.verified else _F(0))
         if payment is None:
@@ -302,7 +307,7 @@ class Credentials:
         # The vault's lock spans read-increment-write, so two processes sharing this vault
         # never sign the same counter value either.
         with self._lock, self._vault.exclusive():
-            record_id, record = self._find(rp_id, credential_id)
+            record_id, record = self._find(rp_id, credential_id, user)
             counter = record["counter"] + 1
             if counter > MAX_COUNTER:
                 raise _bad("signature counter exhausted; register a new credential")
@@ -337,15 +342,19 @@ class Credentials:
             (rid, check_credential(self._vault.get(KIND, rid))) for rid in self._vault.ids(KIND)
         ]
 
-    def _find(self, rp_id: str, credential_id: bytes | None) -> tuple[str, CredentialBody]:
+    def _find(
+        self, rp_id: str, credential_id: bytes | None, user: str | None = None
+    ) -> tuple[str, CredentialBody]:
         matches = [
             (rid, rec)
             for rid, rec in self._records()
             if rec["rp_id"] == rp_id
+            and (user is None or rec["user"] == user)
             and (credential_id is None or hmac.compare_digest(rec["credential_id"], credential_id))
         ]
         if not matches:
-            raise DeviceBioError(Reason.CREDENTIAL_NOT_FOUND, "no credential for this RP")
+            whose = "this RP" if user is None else "this user at this RP"
+            raise DeviceBioError(Reason.CREDENTIAL_NOT_FOUND, f"no credential for {whose}")
         if len(matches) > 1:
             raise _bad("several credentials for this RP: pass credential_id")
         return matches[0]
