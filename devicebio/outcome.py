@@ -2,13 +2,18 @@
 
 A user can act on every :class:`Outcome`: move closer, add light, hold still, face the camera.
 ``measured`` and ``limit`` say how far off the capture was, in the unit of the check (pixels,
-grey levels, degrees, a sharpness score); they are quality measures, never a match score.
+grey levels, degrees, a sharpness measure, a count of faces); they are quality measures, never
+a match score. That is enforced: only a quality code may carry them, and SEVERAL_FACES only a
+whole number of faces, so a face distance cannot reach a message, a log or JSON through an
+Outcome (issue 10 #11: an enrolment refused for two people once printed their distance).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from devicebio.errors import DeviceBioError, Reason
 
 
 class OutcomeCode(enum.StrEnum):
@@ -42,11 +47,40 @@ ADVICE: dict[OutcomeCode, str] = {
 }
 
 
+# The codes of a quality gate, whose measurement the user can act on.
+QUALITY = frozenset(
+    {
+        OutcomeCode.SEVERAL_FACES,
+        OutcomeCode.FACE_TOO_SMALL,
+        OutcomeCode.TOO_DARK,
+        OutcomeCode.TOO_BRIGHT,
+        OutcomeCode.TOO_BLURRY,
+        OutcomeCode.HEAD_TURNED,
+    }
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
     code: OutcomeCode
     measured: float | None = None
     limit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.measured is None and self.limit is None:
+            return
+        if self.code not in QUALITY:
+            raise DeviceBioError(
+                Reason.INVALID_ARGUMENT, f"a {self.code.value} outcome carries no measurement"
+            )
+        if self.code is OutcomeCode.SEVERAL_FACES and not (
+            isinstance(self.measured, int | float)
+            and float(self.measured).is_integer()
+            and self.limit == 1
+        ):
+            raise DeviceBioError(
+                Reason.INVALID_ARGUMENT, "several_faces carries a count of faces only"
+            )
 
     @property
     def ok(self) -> bool:

@@ -245,36 +245,35 @@ def cmd_renew(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    """Show what the pipeline sees, frame by frame; change nothing."""
+    """Show the capture quality the pipeline sees, frame by frame. With ``--user``: after the
+    PIN, one face attempt over those frames, counted against the attempt limits like any
+    other and answered yes or no (never per frame, never a score: anything else would be a
+    free oracle for tuning a presentation attack)."""
+    from devicebio.authenticator import Authenticator
+    from devicebio.fallback import AttemptLimiter, Pin
+    from devicebio.sources import StaticFrames
     from devicebio.vision.pipeline import FaceCapture, FacePipeline
 
+    vault = None
+    if args.user:
+        if not args.vault:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "--user needs --vault")
+        vault = open_vault(args)
+        Pin(vault).verify(read_secret("PIN: "))  # PIN_NOT_SET without one: nothing to verify
+        AttemptLimiter(vault).check()  # LOCKED_OUT before any capture
     pipeline = FacePipeline(progress=not args.json)
-    templates = None
-    if args.user and args.vault:
-        from devicebio.authenticator import Authenticator
-
-        auth = Authenticator(open_vault(args), pipeline=pipeline)
-        key, stored = auth._templates(args.user)
-        policy = auth.decision_policy
     source = open_frames(args)
-    rows = []
+    rows, images = [], []
     try:
         for n, frame in enumerate(source.frames()):
             if n >= args.frames:
                 break
+            images.append(frame.rgb)
             result = pipeline.analyze(frame.rgb)
             row: dict[str, Any] = {"frame": n, "liveness": "not checked"}
             if isinstance(result, FaceCapture):
                 row.update({k: round(v, 1) for k, v in result.quality.items()})
                 row["verdict"] = "ok"
-                if templates is None and args.user and args.vault:
-                    templates = stored
-                if templates is not None:
-                    from devicebio import decision
-
-                    # This frame alone through the product's decision: a verdict, never a score.
-                    verdict = decision.decide(key.protect(result.embedding), templates, policy)
-                    row["match"] = "yes" if verdict is decision.Verdict.ACCEPT else "no"
             else:
                 row["verdict"] = result.message
             rows.append(row)
@@ -282,9 +281,21 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print("  ".join(f"{k}={v}" for k, v in row.items()))
     finally:
         source.close()
+    payload: dict[str, Any] = {"frames": rows}
+    code = EXIT_OK
+    if vault is not None:
+        auth = Authenticator(vault, pipeline=pipeline)
+        attempt = auth.verify_face(args.user, StaticFrames(images))
+        payload["outcome"] = attempt.outcome.code.value
+        payload["message"] = attempt.outcome.message
+        if attempt.outcome.code.value in ("matched", "no_match"):
+            payload["match"] = "yes" if attempt.outcome.ok else "no"
+        code = EXIT_OK if attempt.outcome.ok else EXIT_REFUSED
+        if not args.json:
+            print(f"match: {payload.get('match', '-')} ({attempt.outcome.message})")
     if args.json:
-        print(json.dumps({"frames": rows}, indent=2))
-    return EXIT_OK
+        print(json.dumps(payload, indent=2))
+    return code
 
 
 def add_parsers(sub: Any) -> None:
@@ -335,10 +346,17 @@ def add_parsers(sub: Any) -> None:
         p = add_command(sub, name, fn, help_)
         vault_args(p)
         p.add_argument("--user", required=True)
-    p = add_command(sub, "test", cmd_test, "show quality and match frame by frame; changes nothing")
+    p = add_command(
+        sub,
+        "test",
+        cmd_test,
+        "show capture quality frame by frame; with --user and the PIN, one counted face attempt",
+    )
     p.add_argument("--source", required=True)
     p.add_argument("--vault", default=os.environ.get("DEVICEBIO_VAULT"))
     p.add_argument("--keyring", action="store_true")
-    p.add_argument("--user", help="also show whether each frame alone matches this user")
+    p.add_argument(
+        "--user", help="then one face attempt for this user (needs the PIN; counts like any)"
+    )
     p.add_argument("--frames", type=int, default=30, help="stop after this many frames")
     p.add_argument("--json", action="store_true")

@@ -328,3 +328,14 @@ def test_parallel_attempts_cannot_exceed_the_face_attempt_limit(setup, faces, pi
     assert compared == 5, f"{compared} impostor attempts compared, limit 5"
     assert results.count(OutcomeCode.LOCKED_OUT) == n - 5
     assert auth.limiter.status().consecutive_failures == 5
+
+
+def test_an_enrolment_of_two_people_says_so_without_a_distance(tmp_path, pipeline, faces) -> None:
+    """#11: the refusal carried the pair's face distance and the threshold."""
+    vault = Vault.create(tmp_path / "v2", RawKey(b"\x06" * 32))
+    auth = Authenticator(vault, pipeline=pipeline)
+    mixed = [*faces(A, 1), *faces(B, 1), *faces(A, 2)]
+    result = auth.enroll("mix", StaticFrames(mixed), consent=Consent("t", 30))
+    assert not result.ok and result.outcome.code is OutcomeCode.SEVERAL_FACES
+    assert (result.outcome.measured, result.outcome.limit) == (None, None)
+    assert not any(ch.isdigit() for ch in result.outcome.message), result.outcome.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,17 @@ REPO = Path(__file__).resolve().parents[2]
 RP, ORIGIN = "bank.example", "https://bank.example"
 PIN = "480213"
 A, B = "Colin_Powell", "Tony_Blair"
+
+
+# Issue 10 #11: no message, log or JSON may carry a face distance or score. Every output of every
+# command this module runs passes through this check.
+_SCORE_WORDS = re.compile(r"distance|score|similarit|threshold|spread", re.I)
+_MATCH_NUMBERS = re.compile(r"(no_match|not recognised|several|match)[^\n]*\d\.\d", re.I)
+
+
+def assert_no_score(text: str) -> None:
+    assert not _SCORE_WORDS.search(text), f"a score word in the output: {text}"
+    assert not _MATCH_NUMBERS.search(text), f"a number beside a match result: {text}"
 
 
 class User:
@@ -44,6 +56,7 @@ class User:
         )  # fmt: skip
         if ok:
             assert proc.returncode == 0, f"{tool} {args}: {proc.stdout}{proc.stderr}"
+        assert_no_score(proc.stdout + proc.stderr)
         return proc
 
     def challenge(self, purpose: str) -> str:
@@ -216,3 +229,45 @@ def test_deleting_the_pin_file_does_not_let_a_thief_set_a_pin_or_enrol(tmp_path:
     proc = u.run("devicebio", "enroll", "--vault", u.vault, "--user", "thief", "--source",
                  str(tmp_path), "--consent", stdin=thief + "\n", ok=False)  # fmt: skip
     assert proc.returncode == 3 and "record_missing" in proc.stderr, proc.stderr
+
+
+def test_devicebio_test_is_not_a_free_match_oracle(tmp_path: Path, lfw_dir: Path) -> None:
+    """Issue 10 #4: 'devicebio test --user' compared every frame with no PIN, no lockout and no
+    count. Now it needs the PIN, makes one counted attempt, and says only yes or no."""
+    u = _fresh_user(tmp_path)
+    for folder, person, numbers in (("enrol", A, (1, 2, 3)), ("impostor", B, (1,))):
+        (tmp_path / folder).mkdir()
+        for n in numbers:
+            name = f"{person}_{n:04d}.jpg"
+            shutil.copy(lfw_dir / "images" / person / name, tmp_path / folder / name)
+    u.run("devicebio", "enroll", "--vault", u.vault, "--user", "colin", "--source",
+          str(tmp_path / "enrol"), "--consent", stdin=PIN + "\n")  # fmt: skip
+    probe = ("devicebio", "test", "--vault", u.vault, "--user", "colin", "--source",
+             str(tmp_path / "impostor"), "--json")  # fmt: skip
+    proc = u.run(*probe, ok=False)
+    assert proc.returncode != 0 and '"match"' not in proc.stdout, proc.stdout + proc.stderr
+    wrong = u.run(*probe, stdin="000001\n", ok=False)
+    assert wrong.returncode == 1 and "pin_wrong" in wrong.stdout + wrong.stderr
+    for attempt in range(5):
+        proc = u.run(*probe, stdin=PIN + "\n", ok=False)
+        assert proc.returncode == 1, (attempt, proc.stdout, proc.stderr)
+        assert json.loads(proc.stdout)["match"] == "no", attempt
+    locked = u.run(*probe, stdin=PIN + "\n", ok=False)
+    assert locked.returncode == 1 and json.loads(locked.stdout)["reason"] == "locked_out"
+    assert "match" not in locked.stdout
+
+
+def test_an_enrolment_of_two_people_is_refused_without_a_distance(
+    tmp_path: Path, lfw_dir: Path
+) -> None:
+    """Issue 10 #11: the refusal printed 'measured 1.4, limit 0.4', a face distance."""
+    u = _fresh_user(tmp_path)
+    (tmp_path / "two").mkdir()
+    for person, n in ((A, 1), (B, 1), (A, 2)):
+        name = f"{person}_{n:04d}.jpg"
+        shutil.copy(lfw_dir / "images" / person / name, tmp_path / "two" / name)
+    for extra in ((), ("--json",)):
+        proc = u.run("devicebio", "enroll", "--vault", u.vault, "--user", "mix", "--source",
+                     str(tmp_path / "two"), "--consent", *extra, stdin=PIN + "\n",
+                     ok=False)  # fmt: skip
+        assert proc.returncode == 1 and "several" in proc.stdout, proc.stdout + proc.stderr
