@@ -666,7 +666,7 @@ class Vault:
                 manifest["r"][key] = [seq, record_id]
                 manifest["n"] = seq
                 self._write_manifest(manifest)
-            elif full and key not in manifest["r"]:
+            elif full and seq is not None and key not in manifest["r"]:
                 atomic.remove_durably(path)
 
     def _adopt_legacy(self) -> None:
@@ -684,10 +684,18 @@ class Vault:
             record_id, seq, value = self._open_record(raw, kind, slot)
             if seq is not None:
                 raise deleted
-            found.append((kind, record_id, value))
-        self._write_manifest({"n": 0, "r": {}})
-        for kind, record_id, value in found:
-            self.put(kind, record_id, value)
+            found.append((kind, slot, record_id, value))
+        # Every record rewritten with its step first, the manifest last: a crash in between
+        # leaves no manifest and stepped records, which the next open refuses (as it would
+        # a deleted manifest) instead of losing records.
+        manifest: dict[str, Any] = {"n": 0, "r": {}}
+        for kind, slot, record_id, value in found:
+            seq = manifest["n"] + 1
+            blob = self._seal_record(kind, record_id, slot, value, seq)
+            atomic.atomic_write(self._record_path(kind, slot), blob)
+            manifest["r"][_key(kind, slot)] = [seq, record_id]
+            manifest["n"] = seq
+        self._write_manifest(manifest)
 
     @property
     def device_secret(self) -> bytes:

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from devicebio.fallback import Pin
@@ -24,11 +23,14 @@ RP, ORIGIN = "example.com", "https://example.com"
 ARGON_FAST = {"opslimit": 2, "memlimit": 8 * 1024 * 1024}
 
 
-def _child(code: str, vault_dir: Path) -> subprocess.Popen[str]:
+def _child(code: str, vault_dir: Path, *, ready: bool = False) -> subprocess.Popen[str]:
+    # ``ready``: print a line once imported, just before opening the vault (which takes the
+    # vault's lock), so the parent waits for that instead of sleeping a guessed time.
     prelude = f"""
         import json, sys
         from pathlib import Path
         from devicebio.store.vault import RawKey, Vault
+        {'print("ready", flush=True)' if ready else ""}
         vault = Vault.open(Path({str(vault_dir)!r}), RawKey({KEY!r}))
     """
     script = textwrap.dedent(prelude) + textwrap.dedent(code)
@@ -54,8 +56,11 @@ def test_pin_guesses_from_two_processes_are_all_counted(tmp_path: Path) -> None:
                 print(exc.reason.value)
             """,
             tmp_path / "v",
+            ready=True,
         )
-        time.sleep(1.5)  # the child is up and waiting for the lock (or, unlocked, has read 0)
+        # The child is up and about to wait for the lock this process holds (no sleep: a
+        # guessed delay is a load-dependent test).
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
         assert child.poll() is None
         for _ in range(2):  # meanwhile this process makes two wrong guesses
             with contextlib.suppress(DeviceBioError):
