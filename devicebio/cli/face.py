@@ -250,18 +250,19 @@ def cmd_test(args: argparse.Namespace) -> int:
     other and answered yes or no (never per frame, never a score: anything else would be a
     free oracle for tuning a presentation attack)."""
     from devicebio.authenticator import Authenticator
-    from devicebio.fallback import AttemptLimiter, Pin
+    from devicebio.fallback import Pin
     from devicebio.sources import StaticFrames
     from devicebio.vision.pipeline import FaceCapture, FacePipeline
 
-    vault = None
+    pipeline = FacePipeline(progress=not args.json)
+    auth = None
     if args.user:
         if not args.vault:
             raise DeviceBioError(Reason.INVALID_ARGUMENT, "--user needs --vault")
         vault = open_vault(args)
         Pin(vault).verify(read_secret("PIN: "))  # PIN_NOT_SET without one: nothing to verify
-        AttemptLimiter(vault).check()  # LOCKED_OUT before any capture
-    pipeline = FacePipeline(progress=not args.json)
+        auth = Authenticator(vault, pipeline=pipeline)
+        auth.limiter.check()  # LOCKED_OUT before any capture
     source = open_frames(args)
     rows, images = [], []
     try:
@@ -283,8 +284,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         source.close()
     payload: dict[str, Any] = {"frames": rows}
     code = EXIT_OK
-    if vault is not None:
-        auth = Authenticator(vault, pipeline=pipeline)
+    if auth is not None:
         attempt = auth.verify_face(args.user, StaticFrames(images))
         payload["outcome"] = attempt.outcome.code.value
         payload["message"] = attempt.outcome.message
