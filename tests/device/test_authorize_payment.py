@@ -13,6 +13,8 @@ import pytest
 np = pytest.importorskip("numpy", reason="the device tests need the [device] extra (numpy)")
 cv2 = pytest.importorskip("cv2", reason="face authentication needs the [device] extra")
 
+from helpers.challenges import fixed_challenge  # noqa: E402
+
 from devicebio.authenticator import Authenticator, Consent  # noqa: E402
 from devicebio.errors import DeviceBioError, Reason  # noqa: E402
 from devicebio.fallback import Pin  # noqa: E402
@@ -25,7 +27,6 @@ from verifier import (  # noqa: E402
     Purpose,
     SQLiteStore,
     VerifierError,
-    issue_challenge,
     verify_payment,
     verify_registration,
 )
@@ -72,13 +73,13 @@ def device(tmp_path: Path, pipeline, lfw_dir: Path):
     ).ok
     Pin(vault).set(PIN)
     store = SQLiteStore(tmp_path / "rp.sqlite")
-    ch = issue_challenge(store, user="colin", purpose=Purpose.REGISTER)
+    ch = fixed_challenge(store, "test_payment/3", user="colin", purpose=Purpose.REGISTER)
     reg = auth.register_with_pin(
-        PIN, user_name="colin", rp_id=RP, origin=ORIGIN, challenge=ch.value
+        PIN, user_name="colin", rp_id=RP, origin=ORIGIN, challenge=ch
     )
     verify_registration(
         credential=reg.to_json(),
-        expected_challenge=ch.value,
+        expected_challenge=ch,
         expected_origin=ORIGIN,
         expected_rp_id=RP,
         store=store,
@@ -95,7 +96,7 @@ def test_the_transaction_is_shown_before_capture_and_signed_as_shown(device, lfw
         events.append(f"shown {payment.total}")
         return True
 
-    ch = issue_challenge(store, user="colin", purpose=Purpose.PAYMENT).value
+    ch = fixed_challenge(store, "test_payment/1", user="colin", purpose=Purpose.PAYMENT)
     frames = Recording(_faces(lfw_dir, A, 4, 5, 6), events)
     result = auth.authorize_payment(
         "colin", frames, rp_id=RP, origin=ORIGIN, challenge=ch, payment=LUNCH, on_transaction=show
@@ -168,7 +169,7 @@ def test_an_impostor_gets_nothing_signed(device, lfw_dir) -> None:
 
 def test_pin_pays_a_small_amount_end_to_end(device) -> None:
     auth, store = device
-    ch = issue_challenge(store, user="colin", purpose=Purpose.PAYMENT).value
+    ch = fixed_challenge(store, "test_payment/2", user="colin", purpose=Purpose.PAYMENT)
     assertion = auth.authorize_payment_with_pin(
         PIN, rp_id=RP, origin=ORIGIN, challenge=ch, payment=LUNCH, on_transaction=lambda _p: True
     )
