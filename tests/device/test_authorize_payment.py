@@ -74,9 +74,7 @@ def device(tmp_path: Path, pipeline, lfw_dir: Path):
     Pin(vault).set(PIN)
     store = SQLiteStore(tmp_path / "rp.sqlite")
     ch = fixed_challenge(store, "test_payment/3", user="colin", purpose=Purpose.REGISTER)
-    reg = auth.register_with_pin(
-        PIN, user_name="colin", rp_id=RP, origin=ORIGIN, challenge=ch
-    )
+    reg = auth.register_with_pin(PIN, user_name="colin", rp_id=RP, origin=ORIGIN, challenge=ch)
     verify_registration(
         credential=reg.to_json(),
         expected_challenge=ch,
