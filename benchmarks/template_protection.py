@@ -73,6 +73,7 @@ if str(REPO) not in sys.path:
 
 from _machine import describe_machine  # noqa: E402
 
+from devicebio import decision  # noqa: E402
 from devicebio.evaluation import lfw, metrics  # noqa: E402
 from devicebio.protect import ALGORITHM, TemplateKey  # noqa: E402
 
@@ -238,17 +239,21 @@ def main() -> int:
             subject_keys[name] = TemplateKey.new()
         return subject_keys[name]
 
+    # Each pair is a one-frame transaction against a one-template enrolment, scored by the
+    # product's decision rule (devicebio.decision), raw and protected.
+    def one_to_one(template: np.ndarray, probe: np.ndarray) -> float:
+        return float(decision.paired_fused_distances(probe[None, None], template[None, None])[0])
+
     def raw_dist(p: lfw.Pair) -> float:
         if p.a not in emb or p.b not in emb:
             return float("inf")
-        return float(np.linalg.norm(emb[p.a] - emb[p.b]))
+        return one_to_one(emb[p.a], emb[p.b])
 
     def protected_dist(p: lfw.Pair) -> float:
         if p.a not in emb or p.b not in emb:
             return float("inf")
         key = key_of(subject(p.a))
-        template, probe = key.protect(emb[p.a]), key.protect(emb[p.b])
-        return float(np.linalg.norm(template - probe))
+        return one_to_one(key.protect(emb[p.a]), key.protect(emb[p.b]))
 
     raw = accuracy_figures(pairs, raw_dist)
     prot = accuracy_figures(pairs, protected_dist)

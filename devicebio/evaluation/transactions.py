@@ -404,6 +404,8 @@ def _out_of_sample(
         fmr, fnmr = metrics.fmr_fnmr(val.genuine, val.impostor, policy.threshold)
         run["at_policy"] = {"fmr": fmr, "fnmr": fnmr}
         runs.append(run)
+    if not runs:
+        return {"calibration_seed": CALIBRATION_SEED, "runs": [], "range": {}}
     summary = {}
     for key in [f"{t:.0e}" for t in TARGETS]:
         summary[key] = {
