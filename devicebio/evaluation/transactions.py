@@ -216,7 +216,11 @@ def evaluate(
         "enrol_templates": enrol,
         "probe_frames": probes,
         "decision": "mean over probes of each probe's closest template; accept below threshold",
-        "policy": {"threshold": policy.threshold, "operating_point": policy.operating_point},
+        "policy": {
+            "threshold": policy.threshold,
+            "same_person": policy.same_person,
+            "operating_point": policy.operating_point,
+        },
         "failure_to_acquire": {
             "per_photo": metrics.rate(sum(failures.values()), len(paths)),
             "reasons": dict(failures.most_common()),
@@ -563,7 +567,8 @@ def plot(scores: dict[str, _Scores], report: dict[str, Any], out: Path) -> None:
     ):
         s = scores[key]
         _, fmr, fnmr = metrics.det_curve(s.genuine, s.impostor, 2000)
-        ax.plot(np.clip(fmr, floor, 1), np.clip(fnmr, floor, 1), label=label)
+        seen = (fmr > 0) & (fnmr > 0)  # a zero rate has no place on log axes
+        ax.plot(fmr[seen], fnmr[seen], label=label)
         at = report[key]["at_policy"]
         ax.plot(
             max(at["fmr"]["rate"], floor),
@@ -601,7 +606,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['standard']}; {report['people']} people, {report['photos']} photos, "
         f"enrol {report['enrol_templates']}, probe {report['probe_frames']}",
         f"policy: threshold {report['policy']['threshold']:.3f} "
-        f"({report['policy']['operating_point'] or 'custom'})",
+        f"({report['policy']['operating_point'] or 'custom'}), same person (enrolment "
+        f"consistency) {report['policy']['same_person']:.3f}",
         f"failure to acquire (per photo): {_pct(report['failure_to_acquire']['per_photo'])} "
         f"{report['failure_to_acquire']['reasons']}",
         f"failure to enrol: {_pct(report['failure_to_enrol'])} "

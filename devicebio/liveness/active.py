@@ -78,7 +78,8 @@ class LivenessConfig:
     - ``motion_min``: largest non-rigid landmark motion (inter-ocular units) over the session
       below which nothing ever moved (a static image).
     - ``identity_threshold``: every pair of sampled embeddings must be closer than this
-      (None: the face model's default operating point; see devicebio.decision.continues).
+      (None: the ``same_person`` threshold of the face model's default operating point; see
+      devicebio.decision.continues).
     - ``max_lost_frames``: consecutive frames without the face before the session fails.
     - ``min_fps_dt`` / ``max_gap_s``: frame intervals outside [1/120 s, 0.5 s] are refused.
     - ``several_faces_ratio``: a second face this fraction of the first one's width is a
@@ -169,7 +170,7 @@ class ActiveLiveness:
     @property
     def identity_policy(self) -> decision.Policy:
         """The face decision's policy for identity continuity (devicebio.decision)."""
-        return decision.Policy.of(threshold=self.config.identity_threshold)
+        return decision.Policy.of(same_person=self.config.identity_threshold)
 
     # ---- per frame -----------------------------------------------------------------------
 

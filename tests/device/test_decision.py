@@ -31,10 +31,10 @@ def test_the_rule_is_the_mean_of_each_probes_closest_template() -> None:
     paired = decision.paired_fused_distances(probes[None], templates[None])
     assert abs(batch[0, 0] - by_hand) < 1e-6 and abs(paired[0] - by_hand) < 1e-6
     # decide() is that score against the threshold, on both sides of it
-    assert decision.decide(probes, templates, decision.Policy(by_hand + 1e-4)) is (
+    assert decision.decide(probes, templates, decision.Policy(by_hand + 1e-4, 0.4)) is (
         decision.Verdict.ACCEPT
     )
-    assert decision.decide(probes, templates, decision.Policy(by_hand - 1e-4)) is (
+    assert decision.decide(probes, templates, decision.Policy(by_hand - 1e-4, 0.4)) is (
         decision.Verdict.REFUSE
     )
 
@@ -60,7 +60,7 @@ def test_batch_scores_match_single_decisions() -> None:
             assert abs(full[i, j] - one[0]) < 1e-9
 
 
-def test_consistency_and_continuity_use_the_same_threshold() -> None:
+def test_consistency_and_continuity_use_the_same_person_threshold() -> None:
     rng = np.random.default_rng(10)
     policy = decision.Policy.of()
     person = _unit(rng, 1)[0]
@@ -71,6 +71,12 @@ def test_consistency_and_continuity_use_the_same_threshold() -> None:
     assert decision.continues(same[2], same[:2], policy)
     assert decision.continues(same[0], np.zeros((0, 128), np.float32), policy)
     assert not decision.continues(swapped[2], same[:2], policy)
+    # the pair check reads same_person, not the transaction threshold
+    gap = float(np.linalg.norm(same[0] - same[1]))
+    loose = decision.Policy(threshold=gap / 2, same_person=gap + 1e-3)
+    tight = decision.Policy(threshold=1.9, same_person=gap - 1e-3)
+    assert decision.continues(same[1], same[:1], loose)
+    assert not decision.continues(same[1], same[:1], tight)
 
 
 def test_no_probes_fail_closed_and_bad_input_is_a_typed_error() -> None:
@@ -86,16 +92,24 @@ def test_no_probes_fail_closed_and_bad_input_is_a_typed_error() -> None:
 def test_the_threshold_travels_with_the_models_spec() -> None:
     spec = MODELS[decision.EMBEDDER]
     assert spec.operating_points, "the embedder must carry its operating points"
-    default = decision.Policy.of()
-    assert (default.threshold, default.operating_point) == (
-        spec.operating_points[0].threshold,
-        spec.operating_points[0].name,
-    )
+    first = spec.operating_points[0]
+    assert decision.Policy.of() == decision.Policy(first.threshold, first.same_person, first.name)
     for point in spec.operating_points:
         chosen = AuthPolicy(operating_point=point.name).decision_policy()
-        assert chosen == decision.Policy(point.threshold, point.name)
+        assert chosen == decision.Policy(point.threshold, point.same_person, point.name)
         assert point.command.startswith("devicebio eval")
-    assert AuthPolicy(threshold=0.3).decision_policy() == decision.Policy(0.3)
+        assert point.threshold < point.same_person  # a fused transaction is the stricter test
+    custom = AuthPolicy(threshold=0.3).decision_policy()
+    assert custom == decision.Policy(0.3, first.same_person, None)
+
+
+def test_the_default_meets_nist_800_63b_4_as_measured() -> None:
+    """The figures the spec carries (printed by ``devicebio eval transactions``) say the
+    default meets FMR <= 1e-4 out of sample, upper confidence bound included."""
+    point = MODELS[decision.EMBEDDER].operating_point(None)
+    assert point.name == "nist-800-63b-4"
+    assert point.transaction_fmr is not None and point.transaction_fmr_ci is not None
+    assert point.transaction_fmr <= 1e-4 and point.transaction_fmr_ci[1] <= 1e-4
 
 
 @pytest.mark.parametrize(
