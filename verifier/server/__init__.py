@@ -1,7 +1,7 @@
 """A reference relying-party HTTP service over the verifier (the ``server`` extra).
 
 Small on purpose, so relying parties can read it in one sitting and copy what they need:
-JSON in, JSON out, one SQLite database, one revocation-list signing key. ::
+JSON in, JSON out, one store (SQLite or PostgreSQL), one revocation-list signing key. ::
 
     app = create_app(db="verifier.db", rp_id="example.com", origin="https://example.com",
                      revocation_key_file="rl-key.json", admin_token=token)
@@ -26,14 +26,17 @@ registered (or user already enrolled, with open registration); 413 body over the
 415 not ``application/json``; 503 storage unavailable. Refusals look like
 ``{"ok": false, "reason": "<machine reason>", "message": "<for people>"}``.
 
-Concurrency: one :class:`~verifier.store.SQLiteStore` per app, shared by all requests.
-Endpoints are ``async`` and hand each verifier call to Starlette's thread pool, because the
-store fsyncs (``synchronous=FULL``) and would otherwise stall the event loop for every other
-client. Sharing one connection across those threads is safe: ``SQLiteStore`` opens it with
-``check_same_thread=False`` and serialises every use with its own lock, and the two writes
-that race (redeeming a challenge, raising a counter) are single conditional UPDATEs, so they
-stay correct across processes too. A connection per request would redo the WAL and schema
-checks on every call and buy nothing.
+Concurrency: one store per app (per worker process), shared by all its requests: the store
+``db`` names (:func:`verifier.store.open_store`: ``postgresql://...``, ``sqlite:///path`` or a
+plain SQLite path). Endpoints are ``async`` and hand each verifier call to Starlette's thread
+pool, because the store waits for durable commits and would otherwise stall the event loop
+for every other client. ``SQLiteStore`` shares one connection across those threads
+(``check_same_thread=False``, serialised by its own lock); ``PostgresStore`` gives each thread
+a pooled connection, so concurrent verifications commit concurrently and PostgreSQL flushes
+their commits together (group commit). Several processes (``serve_workers``, ``verifier serve
+--workers N``, other machines on one PostgreSQL) stay correct together because the two writes
+that race, redeeming a challenge and raising a counter, are single conditional statements in
+the database, never checks in a process's memory; docs/deployment.md says what SQLite allows.
 
 Logging: request bodies are never logged (they carry no biometrics by design, but ids and
 tokens stay out of logs too); unexpected faults are logged by exception type and path only.
@@ -41,9 +44,10 @@ No CORS headers are sent: a browser front end belongs on the RP's own origin.
 
 Layout: :mod:`.app` (``create_app``: configuration and wiring), :mod:`.routes` (one function
 per endpoint), :mod:`.http` (body limits, the answer shape, status mapping), :mod:`.run`
-(uvicorn). Answers are :mod:`verifier.views`, the same views the CLI prints with ``--json``;
-``/revoke`` and renewals are :func:`verifier.revocation.issue.publish`, as ``verifier revoke``.
-The server never imports the CLI.
+(uvicorn: one process, or ``serve_workers`` for several on one socket). Answers are
+:mod:`verifier.views`, the same views the CLI prints with ``--json``; ``/revoke`` and renewals
+are :func:`verifier.revocation.issue.publish`, as ``verifier revoke``. The server never
+imports the CLI.
 """
 
 from __future__ import annotations
