@@ -29,7 +29,6 @@ from .store import CredentialRecord, Store
 
 __all__ = ["VerifiedAssertion", "verify_assertion"]
 
-_F = AuthenticatorData.FLAG
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -180,7 +179,8 @@ def _verify(
     checks.check_rp_id(auth_data, expected_rp_id)  # 15
     if record.rp_id != expected_rp_id:
         raise VerifierError(Reason.RP_ID_MISMATCH, "credential was registered for another RP")
-    if auth_data.flags & _F.AT:
+    flags = int(auth_data.flags)
+    if flags & checks.AT:
         raise VerifierError(Reason.MALFORMED, "assertions carry no attested credential data")
     checks.check_flags(auth_data, require_uv=policy.require_user_verification)  # 16-19
     extension = checks.devicebio_extension(auth_data, parsed.extension)  # 20
@@ -192,7 +192,7 @@ def _verify(
     _verify_signature(record, bytes(auth_data) + client_data.hash, parsed.signature)
 
     assurance = policy.check(extension, challenge=expected_challenge)
-    user_verified = bool(auth_data.flags & _F.UV)
+    user_verified = bool(flags & checks.UV)
     if not user_verified:
         assurance = Assurance.NONE
 
