@@ -439,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {library['per_cpu_s']:.0f}/CPU-s"
         )
         pg = stack.enter_context(postgres_cluster()) if "postgres" in stores else None
+        pg_version = None if pg is None else pg.version
         for store in stores:
             for kind in servers:
                 if store == "postgres":
@@ -472,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workers": args.workers,
             "n": args.n,
             "machine": before,
+            "postgres_version": pg_version,
             "load_average_after": after["load_average"],
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")

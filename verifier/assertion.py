@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import nacl.signing
-from fido2.webauthn import AuthenticatorData, CollectedClientData
+from fido2.webauthn import CollectedClientData
 
 from devicebio.protocol import (
     AuthenticationResponseData,
