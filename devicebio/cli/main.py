@@ -1,7 +1,8 @@
 """``devicebio``: the device command line, one module per command family.
 
 Families: :mod:`~devicebio.cli.vault` (init, pin, recovery-codes), :mod:`~devicebio.cli.face`
-(register, authenticate, enroll, users, remove, renew, test), :mod:`~devicebio.cli.doctor`,
+(register, authenticate, enroll, users, remove, renew, test), :mod:`~devicebio.cli.pay`,
+:mod:`~devicebio.cli.doctor`,
 :mod:`~devicebio.cli.credentials`, :mod:`~devicebio.cli.models`, :mod:`~devicebio.cli.eval`.
 All share the exit-code contract of :mod:`~devicebio.cli.exits` and the secret handling of
 :mod:`~devicebio.cli.common`.
@@ -14,7 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from devicebio.cli import credentials, doctor, face, models, vault
+from devicebio.cli import credentials, doctor, face, models, pay, vault
 from devicebio.cli import eval as eval_commands
 from devicebio.cli.exits import EPILOG, exit_code_for
 from devicebio.errors import DeviceBioError
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (vault, face, doctor, credentials, models, eval_commands):
+    for family in (vault, face, pay, doctor, credentials, models, eval_commands):
         family.add_parsers(sub)
     return parser
 

@@ -271,3 +271,42 @@ def test_an_enrolment_of_two_people_is_refused_without_a_distance(
                      str(tmp_path / "two"), "--consent", *extra, stdin=PIN + "\n",
                      ok=False)  # fmt: skip
         assert proc.returncode == 1 and "several" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_pay_prints_the_transaction_first_and_the_verifier_settles_it(user: User) -> None:
+    from devicebio.protocol import b64url_encode
+    from verifier import PaymentPolicy, Purpose, SQLiteStore, issue_challenge, verify_payment
+    from verifier.views import receipt_json
+
+    with SQLiteStore(user.db) as store:
+        ch = issue_challenge(store, user="colin", purpose=Purpose.PAYMENT).value
+    args = ("pay", "--vault", user.vault, "--rp-id", RP, "--origin", ORIGIN,
+            f"--challenge={b64url_encode(ch)}", "--payee", "School canteen", "--amount", "2.50",
+            "--currency", "EUR", "--instrument", "Student card", "--json")  # fmt: skip
+    # shown before the PIN is checked: a wrong PIN still saw the transaction, signed nothing
+    proc = user.run("devicebio", *args, "--method", "pin", stdin="000000\n", ok=False)
+    assert proc.returncode == 1 and "pay 2.50 EUR to School canteen" in proc.stderr
+    assert json.loads(proc.stdout)["reason"] == "pin_wrong"
+    proc = user.run("devicebio", *args, "--method", "pin", stdin=PIN + "\n")
+    assert "pay 2.50 EUR to School canteen" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["transaction"]["total"] == {"currency": "EUR", "value": "2.50"}
+    from devicebio.protocol import PaymentDetails
+
+    with SQLiteStore(user.db) as store:
+        ok = verify_payment(
+            credential=out["credential"],
+            expected_challenge=ch,
+            expected_origin=ORIGIN,
+            expected_rp_id=RP,
+            expected_payment=PaymentDetails.from_json(out["transaction"]),
+            store=store,
+            payment_policy=PaymentPolicy(),
+        )
+        assert receipt_json(ok.record)["method"] == "pin"
+    # floats and lower-case currencies are usage errors, refused before the vault is opened
+    for bad in (("--amount", "2,50"), ("--currency", "eur")):
+        changed = list(args)
+        changed[changed.index(bad[0]) + 1] = bad[1]
+        proc = user.run("devicebio", *changed, "--method", "pin", stdin=PIN + "\n", ok=False)
+        assert proc.returncode == 2, proc.stderr
