@@ -48,14 +48,15 @@ class Step:
 class RelyingParty:
     """The reference RP service in a child process, and a tiny JSON client for it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, rp_id: str = RP_ID, origin: str = ORIGIN) -> None:
+        self.rp_id, self.origin = rp_id, origin
         self.token = secrets.token_urlsafe(24)
         env = {**os.environ, "VERIFIER_ADMIN_TOKEN": self.token}
         key = workdir / "rp-revocation.key"
         _run([sys.executable, "-m", "verifier.cli", "keygen", "--out", str(key)], env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verifier.cli", "serve", "--db", str(workdir / "rp.sqlite"),
-             "--rp-id", RP_ID, "--origin", ORIGIN, "--key", str(key), "--json"],
+             "--rp-id", rp_id, "--origin", origin, "--key", str(key), "--json"],
             stdout=subprocess.PIPE, env=env, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -65,12 +66,18 @@ class RelyingParty:
         self.url = json.loads(line)["url"]
 
     def post(self, path: str, body: dict[str, Any], admin: bool = False) -> dict[str, Any]:
+        return self._call("POST", path, json.dumps(body).encode(), admin)
+
+    def get(self, path: str, admin: bool = False) -> dict[str, Any]:
+        return self._call("GET", path, None, admin)
+
+    def _call(self, method: str, path: str, data: bytes | None, admin: bool) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
         if admin:
             headers["Authorization"] = f"Bearer {self.token}"
         # The URL is the child service's own loopback address, never user input.
-        url, data = self.url + path, json.dumps(body).encode()
-        request = urllib.request.Request(url, data, headers, method="POST")  # noqa: S310
+        url = self.url + path
+        request = urllib.request.Request(url, data, headers, method=method)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 return dict(json.loads(response.read()))
@@ -89,6 +96,56 @@ class RelyingParty:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def video_dir() -> Path:
+    """Where the recorded face videos are (``DEVICEBIO_VIDEO`` or the shared data folder)."""
+    return Path(os.environ.get("DEVICEBIO_VIDEO", REPO.parent / "shared" / "data" / "video"))
+
+
+class LiveCamera:
+    """Recorded face video standing in for a live camera: a person answers each liveness
+    prompt as it appears (devicebio.evaluation's performer). ``on_prompt`` goes to the
+    Authenticator; ``session(name, challenge)`` is the camera for one attempt."""
+
+    def __init__(self, videos: Path, seed: int = 7) -> None:
+        import numpy as np
+
+        from devicebio.evaluation import liveness as ev
+
+        self.ev = ev
+        annotation = ev.load_annotation()
+        self.people = ev.build_people(annotation)
+        self.cache = ev.FrameCache(videos, annotation)
+        self.rng = np.random.default_rng(seed)
+        self._performer: Any = None
+
+    def neutral(self, name: str) -> list[Any]:
+        """The person's neutral frames (what enrolment uses)."""
+        return [self.cache.get(*r) for c in self.people[name].neutral for r in c.refs()]
+
+    def horizon(self, challenge: bytes) -> float:
+        from devicebio.protocol import liveness_plan
+
+        return float(self.ev.horizon(liveness_plan(challenge)))
+
+    def on_prompt(self, step: Any) -> None:
+        self._performer.on_prompt(step)
+
+    def session(self, name: str, challenge: bytes) -> Any:
+        performer = self.ev.Performer(
+            self.cache, self.people[name], self.rng, self.horizon(challenge)
+        )
+        self._performer = performer
+
+        class Session:  # the camera: the person answers each prompt as it appears
+            def frames(self) -> Any:
+                return iter(performer)
+
+            def close(self) -> None:
+                pass
+
+        return Session()
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
@@ -235,31 +292,19 @@ class Demo:
             StaticFrames,
             Vault,
         )
-        from devicebio.evaluation import liveness as ev
 
-        video_dir = Path(
-            os.environ.get("DEVICEBIO_VIDEO", REPO.parent / "shared" / "data" / "video")
-        )
-        if self.camera or not video_dir.is_dir():
-            print(f"(liveness steps skipped: no face videos at {video_dir}; set DEVICEBIO_VIDEO)")
+        videos = video_dir()
+        if self.camera or not videos.is_dir():
+            print(f"(liveness steps skipped: no face videos at {videos}; set DEVICEBIO_VIDEO)")
             return
-        annotation = ev.load_annotation()
-        person = ev.build_people(annotation)["tvl"]
-        cache = ev.FrameCache(video_dir, annotation)
-        rng = np.random.default_rng(7)
-        neutral = [cache.get(*r) for c in person.neutral for r in c.refs()]
+        camera = LiveCamera(videos)
+        neutral = camera.neutral("tvl")
 
         vault = Vault.create(self.workdir / "vault-t", PassphraseKey("demo: use a prompt"))
         Pin(vault).set(PIN)
         pipeline = FacePipeline()
         live = ActiveLiveness(pipeline)
-        performer: list[Any] = []
-        auth = Authenticator(
-            vault,
-            pipeline=pipeline,
-            liveness=live,
-            on_prompt=lambda step: performer[0].on_prompt(step),
-        )
+        auth = Authenticator(vault, pipeline=pipeline, liveness=live, on_prompt=camera.on_prompt)
         ch = rp.challenge("t", "register")
         reg = auth.register_with_pin(PIN, user_name="t", rp_id=RP_ID, origin=ORIGIN, challenge=ch)
         rp.post("/register", {"user": "t", "challenge": _b64(ch), "credential": reg.to_json()},
@@ -273,21 +318,12 @@ class Demo:
         self.record("enrol T's face (from video)", "enrolled", verdict,
                     f"{enrolled.templates} templates")  # fmt: skip
 
-        class Session:  # the camera: T answers each prompt as it appears
-            def __init__(self, plan: Any) -> None:
-                performer[:] = [ev.Performer(cache, person, rng, ev.horizon(plan))]
-
-            def frames(self) -> Any:
-                return iter(performer[0])
-
-            def close(self) -> None:
-                pass
-
         from devicebio.protocol import liveness_plan
 
         ch = rp.challenge("t", "authenticate")
         plan = liveness_plan(ch)
-        result = auth.authenticate("t", Session(plan), rp_id=RP_ID, origin=ORIGIN, challenge=ch)
+        session = camera.session("tvl", ch)
+        result = auth.authenticate("t", session, rp_id=RP_ID, origin=ORIGIN, challenge=ch)
         prompts = ", ".join(step.prompt.value for step in plan)
         if result.assertion is None:
             res = {"ok": False, "why": f"device: {result.outcome.message}"}
@@ -300,8 +336,8 @@ class Demo:
         # A printed photo of T held in front of the camera: a still frame, sensor noise only.
         photo = neutral[0].astype(np.int16)
         stills = [
-            np.clip(photo + rng.integers(-2, 3, photo.shape), 0, 255).astype(np.uint8)
-            for _ in range(int(30 * ev.horizon(plan)))
+            np.clip(photo + camera.rng.integers(-2, 3, photo.shape), 0, 255).astype(np.uint8)
+            for _ in range(int(30 * camera.horizon(ch)))
         ]
         ch = rp.challenge("t", "authenticate")
         attack = StaticFrames(stills, fps=30)

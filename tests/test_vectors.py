@@ -50,6 +50,7 @@ EXTENSION = json.loads((VECTORS / "devicebio-extension-v1.json").read_text())
 REVOCATION = json.loads((VECTORS / "revocation-list-v1.json").read_text())
 VAULT = json.loads((VECTORS / "vault-v1.json").read_text())
 KAT = json.loads((VECTORS / "webauthn-kat-v2.json").read_text())
+PAYMENT = json.loads((VECTORS / "payment-v1.json").read_text())
 PROVENANCE_KEYS = {
     "generated_by",
     "generated_at",
@@ -76,7 +77,9 @@ def _from_jsonable(obj: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "vec", [EXTENSION, REVOCATION, VAULT, KAT], ids=["ext", "rl", "vault", "webauthn"]
+    "vec",
+    [EXTENSION, REVOCATION, VAULT, KAT, PAYMENT],
+    ids=["ext", "rl", "vault", "webauthn", "payment"],
 )
 def test_every_vector_file_says_where_it_came_from(vec: dict[str, Any]) -> None:
     assert vec["format_version"] == (2 if vec is KAT else 1)
@@ -738,3 +741,94 @@ def test_revocation_list_refuses_the_kat_device() -> None:
             now=now,
         )
     assert info.value.reason is VReason.REVOKED
+
+
+# -- payments (Secure Payment Confirmation), payment-v1.json ---------------------------------
+
+
+def _payment_store() -> SQLiteStore:
+    store = SQLiteStore()
+    store.add_credential(
+        CredentialRecord(
+            credential_id=bytes.fromhex(PAYMENT["credential_id_hex"]),
+            user=PAYMENT["user"],
+            user_handle=b"",
+            rp_id=PAYMENT["rp_id"],
+            public_key=bytes.fromhex(PAYMENT["public_key_cose_hex"]),
+            sign_count=0,
+            device_id=None,
+            created_at=0.0,
+        )
+    )
+    return store
+
+
+def _pay(store: SQLiteStore, case: dict[str, Any]) -> Any:
+    from devicebio.protocol import PaymentDetails
+    from verifier import PaymentPolicy, verify_payment
+
+    challenge = bytes.fromhex(case["challenge_hex"])
+    store.insert_challenge(challenge, PAYMENT["user"], Purpose.PAYMENT.value, 1e12)
+    return verify_payment(
+        credential=case["credential"],
+        expected_challenge=challenge,
+        expected_origin=PAYMENT["origin"],
+        expected_rp_id=PAYMENT["rp_id"],
+        expected_payment=PaymentDetails.from_json(case["expected_payment"]),
+        store=store,
+        payment_policy=PaymentPolicy(**case.get("payment_policy", PAYMENT["payment_policy"])),
+        payment_id=case["name"],
+        now=1_800_000_000.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "case", PAYMENT["accepted"] + PAYMENT["negatives"], ids=lambda c: c["name"]
+)
+def test_payment_assertion_rebuilds_byte_for_byte(case: dict[str, Any]) -> None:
+    from devicebio.protocol import PaymentDetails, payment_client_data
+
+    client = case["client_data_json"].encode()
+    signed = json.loads(client)
+    if signed["type"] == "payment.get":
+        rebuilt = payment_client_data(
+            challenge=bytes.fromhex(case["challenge_hex"]),
+            origin=PAYMENT["origin"],
+            payment=PaymentDetails.from_json(signed["payment"]),
+        )
+        assert rebuilt == client
+    message = bytes.fromhex(case["authenticator_data_hex"]) + hashlib.sha256(client).digest()
+    assert message.hex() == case["signed_message_hex"]
+    key = nacl.signing.SigningKey(
+        hashlib.sha256(PAYMENT["credential_key_seed_label"].encode()).digest()
+    )
+    assert key.sign(message).signature.hex() == case["signature_hex"]
+
+
+def test_payment_vectors_verify_in_order() -> None:
+    store = _payment_store()
+    for case in PAYMENT["accepted"]:
+        result = _pay(store, case)
+        assert result.assertion.method.value == case["expect"]["method"]
+        assert result.assertion.assurance.value == case["expect"]["assurance"]
+        assert result.record.amount_micros == case["expect"]["amount_micros"]
+    for case in PAYMENT["negatives"]:
+        with pytest.raises(VerifierError) as info:
+            _pay(store, case)
+        assert info.value.reason.value == case["expect_reason"], case["name"]
+
+
+@pytest.mark.parametrize("case", PAYMENT["malformed_members"], ids=lambda c: c["name"])
+def test_payment_malformed_members_are_refused(case: dict[str, Any]) -> None:
+    from devicebio.protocol import PaymentDetails, ProtocolReason
+
+    with pytest.raises(ProtocolError) as info:
+        PaymentDetails.from_json(case["member"])
+    assert info.value.reason is ProtocolReason.MALFORMED_DATA
+
+
+@pytest.mark.parametrize("case", PAYMENT["amounts"], ids=lambda c: c["value"])
+def test_payment_amounts_convert_exactly(case: dict[str, Any]) -> None:
+    from devicebio.protocol import Amount
+
+    assert Amount("EUR", case["value"]).micros == case["micros"]

@@ -25,7 +25,6 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import nacl.signing
@@ -140,7 +139,9 @@ class VerifiedPayment:
 
 
 def _value(micros: int) -> str:
-    return format((Decimal(micros) / Decimal(1_000_000)).normalize(), "f")
+    """Millionths as a decimal string with at least two decimals (4300000 -> "4.30")."""
+    whole, frac = divmod(micros, 1_000_000)
+    return f"{whole}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')}"
 
 
 def _expected(payment: object, rp_id: str) -> PaymentDetails:

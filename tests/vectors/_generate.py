@@ -887,6 +887,186 @@ def webauthn_kat_vectors() -> dict[str, Any]:
 # --------------------------------------------------------------------------- vault
 
 
+def payment_vectors() -> dict[str, Any]:
+    """Secure Payment Confirmation assertions (payment.get) from a PUBLISHED credential seed.
+
+    Every byte is fixed: the ``payment`` member, clientDataJSON (python-fido2's writer, as the
+    device uses it), authenticatorData and the Ed25519 signature. Negative cases are what a
+    till presents: the right bytes against another expected payment, or the wrong type.
+    """
+    from fido2.webauthn import AuthenticatorData, CollectedClientData
+
+    from devicebio import protocol
+    from devicebio.protocol import (
+        Amount,
+        DevicebioExtension,
+        Instrument,
+        LivenessClaim,
+        Method,
+        PaymentDetails,
+    )
+
+    rp_id, origin = "canteen.example", "https://canteen.example"
+    flag = AuthenticatorData.FLAG
+    key = nacl.signing.SigningKey(_seed("devicebio/test-vector/payment-credential-key/v1"))
+    cred_id = _seed("devicebio/test-vector/payment-credential-id/v1")
+    rp_hash = hashlib.sha256(rp_id.encode()).digest()
+    model = "dlib_resnet_v1@8eba2436042a9c28"
+    lunch = PaymentDetails(
+        rp_id=rp_id,
+        top_origin=origin,
+        payee_name="School canteen",
+        payee_origin=origin,
+        total=Amount("EUR", "2.50"),
+        instrument=Instrument("Student card 0042", "https://canteen.example/card.png"),
+    )
+
+    def challenge(label: str) -> bytes:
+        return hashlib.sha256(f"devicebio/test-vector/payment-challenge/{label}".encode()).digest()
+
+    def extension(label: str, method: Method) -> DevicebioExtension:
+        if method is not Method.FACE:
+            return DevicebioExtension(
+                method=method, liveness=LivenessClaim.none(), assurance="weaker",
+                sdk_version="0.1.0",
+            )  # fmt: skip
+        ch = challenge(label)
+        plan = protocol.liveness_plan(ch)
+        claim = LivenessClaim(
+            "active-challenge",
+            True,
+            protocol.liveness_sequence_hash(ch, plan),
+            protocol.minimum_frames(plan) + 60,
+        )
+        return DevicebioExtension(
+            method=method, liveness=claim, model=model, assurance="strong", sdk_version="0.1.0"
+        )
+
+    def assertion(
+        label: str, counter: int, payment: PaymentDetails | None, method: Method = Method.FACE
+    ) -> dict[str, Any]:
+        ch = challenge(label)
+        auth = AuthenticatorData.create(
+            rp_hash,
+            flag.UP | flag.UV | flag.ED,
+            counter,
+            b"",
+            extension(label, method).to_extensions(),
+        )
+        if payment is None:
+            client = bytes(
+                CollectedClientData.create(type="webauthn.get", challenge=ch, origin=origin)
+            )
+        else:
+            client = protocol.payment_client_data(challenge=ch, origin=origin, payment=payment)
+        signed = bytes(auth) + hashlib.sha256(client).digest()
+        sig = key.sign(signed).signature
+        return {
+            "name": label,
+            "challenge_hex": ch.hex(),
+            "client_data_json": client.decode(),
+            "authenticator_data_hex": bytes(auth).hex(),
+            "signed_message_hex": signed.hex(),
+            "signature_hex": sig.hex(),
+            "credential": protocol.authentication_to_json(
+                credential_id=cred_id,
+                client_data_json=client,
+                authenticator_data=bytes(auth),
+                signature=sig,
+                user_handle=None,
+            ),
+        }
+
+    def changed(**kw: Any) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.replace(lunch, **kw).to_json()
+
+    accepted = [
+        {**assertion("face-2.50", 1, lunch), "expected_payment": lunch.to_json(),
+         "expect": {"method": "face", "assurance": "strong", "amount_micros": 2_500_000}},
+        {**assertion("pin-2.50", 2, lunch, Method.PIN), "expected_payment": lunch.to_json(),
+         "expect": {"method": "pin", "assurance": "weaker", "amount_micros": 2_500_000}},
+    ]  # fmt: skip
+    negatives = [
+        # the 2.50 the user approved, each against what another till claims it asked for
+        {**assertion(f"changed-{what}", 3, lunch), "expected_payment": exp,
+         "expect_reason": "payment_mismatch",
+         # a till charging USD has a USD policy (an EUR one refuses the request itself)
+         **({"payment_policy": {"currency": "USD"}} if what == "currency" else {})}
+        for what, exp in (
+            ("amount", changed(total=Amount("EUR", "25.00"))),
+            ("amount-spelling", changed(total=Amount("EUR", "2.5"))),
+            ("currency", changed(total=Amount("USD", "2.50"))),
+            ("payee", changed(payee_name="Tuck shop")),
+            ("payee-origin", changed(payee_origin="https://tuckshop.example")),
+            ("instrument", changed(instrument=Instrument("Parent card", lunch.instrument.icon))),
+            ("top-origin", changed(top_origin="https://evil.example")),
+        )
+    ] + [
+        {**assertion("sign-in-as-payment", 3, None), "expected_payment": lunch.to_json(),
+         "expect_reason": "wrong_type"},
+        {**assertion("face-25.00", 3, changed_obj := PaymentDetails.from_json(
+            changed(total=Amount("EUR", "25.00")))), "expected_payment": changed_obj.to_json(),
+         "expect_reason": "amount_above_method_limit"},
+    ]  # fmt: skip
+    base = lunch.to_json()
+
+    def total(value: Any, currency: str = "EUR") -> dict[str, Any]:
+        return base | {"total": {"currency": currency, "value": value}}
+
+    def without(*names: str) -> dict[str, Any]:
+        return {k: v for k, v in base.items() if k not in names}
+
+    members = [
+        {"name": name, "member": member}
+        for name, member in (
+            ("float-value", total(2.5)),
+            ("lower-case-currency", total("2.50", "eur")),
+            ("leading-zero", total("02.50")),
+            ("negative", total("-2.50")),
+            ("seven-decimals", total("2.5000001")),
+            ("unknown-member", base | {"browserBoundPublicKey": "AA"}),
+            ("no-instrument", without("instrument")),
+            ("no-payee", without("payeeName", "payeeOrigin")),
+            ("http-payee-origin", base | {"payeeOrigin": "http://canteen.example"}),
+        )
+    ]
+    return {
+        "format_version": 1,
+        "description": "Secure Payment Confirmation (payment.get) assertions and payment members"
+        " (docs/protocol.md, payments): byte-exact positives from a published seed, the"
+        " refusals a till must give, malformed members and amount conversions",
+        "provenance": provenance("payment_vectors", deterministic=True),
+        "rp_id": rp_id,
+        "origin": origin,
+        "user": "student",
+        "credential_id_hex": cred_id.hex(),
+        "credential_key_seed_label": "devicebio/test-vector/payment-credential-key/v1",
+        "public_key_cose_hex": cbor.encode(protocol.ed25519_cose_key(bytes(key.verify_key))).hex(),
+        "payment_policy": {
+            "currency": "EUR",
+            "face_with_liveness": "20.00",
+            "pin": "5.00",
+            "security_key": "200.00",
+            "daily_limit": "30.00",
+        },
+        "accepted": accepted,
+        "negatives": negatives,
+        "malformed_members": members,
+        "amounts": [
+            {"value": v, "micros": m}
+            for v, m in (
+                ("0", 0),
+                ("2.50", 2_500_000),
+                ("2.5", 2_500_000),
+                ("0.000001", 1),
+                ("999999999999.999999", 999_999_999_999_999_999),
+            )
+        ],
+    }
+
+
 def vault_vectors() -> dict[str, Any]:
     import numpy as np
 
@@ -1178,7 +1358,9 @@ def vault_vectors() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("only", nargs="*", help="extension, revocation, vault and/or webauthn")
+    parser.add_argument(
+        "only", nargs="*", help="extension, revocation, vault, webauthn and/or payment"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     args = parser.parse_args(argv)
     makers = {
@@ -1186,6 +1368,7 @@ def main(argv: list[str] | None = None) -> int:
         "revocation": ("revocation-list-v1.json", revocation_vectors),
         "vault": ("vault-v1.json", vault_vectors),
         "webauthn": ("webauthn-kat-v2.json", webauthn_kat_vectors),
+        "payment": ("payment-v1.json", payment_vectors),
     }
     unknown = set(args.only) - set(makers)
     if unknown:

@@ -128,7 +128,7 @@ def test_face_with_liveness_pays_and_is_recorded(till: Till) -> None:
     ok = till.verify(till.sign(ch, lunch()), ch, lunch())
     assert ok.payment == lunch()
     assert ok.assertion.method is Method.FACE and ok.assertion.liveness.passed
-    assert ok.daily_total == "2.5"
+    assert ok.daily_total == "2.50"
     receipt = receipt_json(ok.record)
     assert receipt["amount"] == "2.50" and receipt["currency"] == "EUR"
     assert receipt["audit_id"] == ok.payment_id and receipt["method"] == "face"
@@ -260,7 +260,7 @@ def test_the_daily_total_forces_a_step_up(till: Till) -> None:
     assert "security-key" in str(err)
     ch = till.challenge()
     ok = till.verify(till.sign(ch, lunch("2.00"), KEY), ch, lunch("2.00"))
-    assert ok.daily_total == "30.5"
+    assert ok.daily_total == "30.50"
     # a day later the window has moved on
     ch = issue_challenge(till.store, user="alice", purpose=Purpose.PAYMENT, now=NOW + 86_401).value
     till.verify(till.sign(ch, lunch("2.00")), ch, lunch("2.00"), now=NOW + 86_401)
