@@ -46,6 +46,10 @@ _EXPORTS = {
     "Frame": "devicebio.sources",
     "StaticFrames": "devicebio.sources",
     "open_source": "devicebio.sources",
+    # payments: what the user is shown and signs (Secure Payment Confirmation shape)
+    "PaymentDetails": "devicebio.protocol.payment",
+    "Amount": "devicebio.protocol.payment",
+    "Instrument": "devicebio.protocol.payment",
     # what the device hands the relying party
     "Assertion": "devicebio.signed",
     "Registration": "devicebio.signed",
@@ -57,6 +61,7 @@ _EXPORTS = {
 
 __all__ = [
     "ActiveLiveness",
+    "Amount",
     "Assertion",
     "AttemptPolicy",
     "AuthPolicy",
@@ -70,12 +75,14 @@ __all__ = [
     "FacePipeline",
     "Fallback",
     "Frame",
+    "Instrument",
     "KeyringKey",
     "LivenessConfig",
     "LivenessFailure",
     "Outcome",
     "OutcomeCode",
     "PassphraseKey",
+    "PaymentDetails",
     "Pin",
     "RawKey",
     "Reason",
@@ -99,6 +106,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ lo
     from devicebio.fallback import AttemptPolicy, Fallback, Pin, RecoveryCodes
     from devicebio.liveness import ActiveLiveness, LivenessConfig, LivenessFailure
     from devicebio.outcome import Outcome, OutcomeCode
+    from devicebio.protocol.payment import Amount, Instrument, PaymentDetails
     from devicebio.signed import Assertion, CredentialInfo, Registration
     from devicebio.sources import Frame, StaticFrames, open_source
     from devicebio.store.vault import KeyringKey, PassphraseKey, RawKey, Vault
