@@ -15,6 +15,8 @@ import nacl.signing
 
 from verifier import keys
 from verifier.errors import Reason, VerifierError
+from verifier.revocation.mark import SerialMark
+from verifier.store import Store
 from verifier.store import open_store as _open_store_url
 
 if TYPE_CHECKING:  # the PostgreSQL driver is an optional extra
@@ -133,3 +135,20 @@ def open_store(args: argparse.Namespace) -> Iterator[SQLiteStore | PostgresStore
         yield store
     finally:
         store.close()
+
+
+def serial_mark_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--serial-mark",
+        metavar="FILE",
+        help="this RP's revocation serial mark, kept OUTSIDE the database and its backups: "
+        "a restored database can then not bring back an older list",
+    )
+
+
+def guarded(store: Store, args: argparse.Namespace, key: nacl.signing.VerifyKey | None) -> Store:
+    """``store`` held to ``--serial-mark`` when the command was given one (and a key)."""
+    path = getattr(args, "serial_mark", None)
+    if path is None or key is None:
+        return store
+    return SerialMark(path, key).guard(store)

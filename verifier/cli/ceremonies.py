@@ -21,8 +21,10 @@ from ._common import (
     UsageError,
     b64url_arg,
     emit,
+    guarded,
     open_store,
     read_input,
+    serial_mark_arg,
     verify_key_arg,
 )
 
@@ -65,7 +67,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
             expected_challenge=challenge,
             expected_origin=args.origin,
             expected_rp_id=args.rp_id,
-            store=store,
+            store=guarded(store, args, issuer_key),
             user=args.user,
             user_handle=user_handle,
             revocation_issuer_key=issuer_key,
@@ -91,7 +93,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             expected_challenge=challenge,
             expected_origin=args.origin,
             expected_rp_id=args.rp_id,
-            store=store,
+            store=guarded(store, args, issuer_key),
             policy=policy,
             revocation_issuer_key=issuer_key,
         )
@@ -139,6 +141,7 @@ def register_commands(command: AddCommand) -> None:
     p.add_argument("--user-handle", help="base64url user.id sent in the creation options")
     p.add_argument("--file", help="registration JSON (default: stdin)")
     p.add_argument("--issuer-key", help="revocation-list public key; enforces the list")
+    serial_mark_arg(p)
 
     p = command("verify", _cmd_verify, "verify an assertion against a stored credential")
     p.add_argument("--rp-id", required=True)
@@ -147,6 +150,7 @@ def register_commands(command: AddCommand) -> None:
     p.add_argument("--require-liveness", action="store_true")
     p.add_argument("--methods", help="accepted methods, comma-separated (face,pin,...)")
     p.add_argument("--issuer-key", help="revocation-list public key; enforces the list")
+    serial_mark_arg(p)
     p.add_argument("--file", help="assertion JSON (default: stdin)")
 
     command("purge", _cmd_purge, "delete expired challenges")

@@ -23,6 +23,7 @@ from verifier.revocation import (
 )
 from verifier.revocation.codec import decode_unverified
 from verifier.revocation.issue import DEFAULT_ISSUER, entry_from_text, publish
+from verifier.revocation.mark import SerialMark
 from verifier.views import revocation_list_to_json, utc
 
 from ._common import (
@@ -30,8 +31,10 @@ from ._common import (
     AddCommand,
     UsageError,
     emit,
+    guarded,
     open_store,
     read_input,
+    serial_mark_arg,
     signing_key_arg,
     usage_on_malformed,
     verify_key_arg,
@@ -67,9 +70,17 @@ def _publish(args: argparse.Namespace, entry: RevocationEntry | None) -> int:
     if not 0 < args.next_update_days <= _MAX_DAYS:
         raise UsageError(f"--next-update-days must be in (0, {_MAX_DAYS}]")
     key = signing_key_arg(args.key)
+    mark = SerialMark.beside_key(args.key, key.verify_key)
     with open_store(args) as store:
+        if getattr(args, "adopt_mark", False) and mark.adopt(store.get_revocation_state()):
+            store.audit("revocation_serial_mark_adopted")
         done = publish(
-            store, key, entry, validity=args.next_update_days * 86_400, issuer=args.issuer
+            store,
+            key,
+            entry,
+            validity=args.next_update_days * 86_400,
+            issuer=args.issuer,
+            mark=mark,
         )
     rl = done.list
     if args.out:
@@ -142,7 +153,7 @@ def _cmd_revocation_install(args: argparse.Namespace) -> int:
     data = read_input(args.file)
     key = verify_key_arg(args.issuer_key)
     with open_store(args) as store:
-        rl = install_revocation_list(store, data, key)
+        rl = install_revocation_list(guarded(store, args, key), data, key)
     emit(
         args,
         {"list": revocation_list_to_json(rl)},
@@ -199,6 +210,12 @@ def register_commands(
     p.add_argument("--next-update-days", type=float, default=30.0, help="validity (default 30)")
     p.add_argument("--issuer", help=f"issuer name (default: previous, else {DEFAULT_ISSUER!r})")
     p.add_argument("--out", help="also write the signed list to this file")
+    p.add_argument(
+        "--adopt-mark",
+        action="store_true",
+        help="a key from before serial marks: make KEY.serial from the list in force",
+    )
     p = command("install", _cmd_revocation_install, "install a signed list", where=rev_sub)
     p.add_argument("--issuer-key", required=True, help="public key of the list's issuer")
+    serial_mark_arg(p)
     p.add_argument("file", nargs="?", help="signed list (default: stdin)")

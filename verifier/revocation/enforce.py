@@ -67,7 +67,11 @@ def install_revocation_list(
         raise VerifierError(
             Reason.REVOCATION_LIST_STALE, f"list serial {rl.serial} is past its next_update"
         )
-    state = store.get_revocation_state()
+    # Behind a serial mark, compare with the database's own state even when it lags the
+    # mark: installing the marked list (or a newer one) is how a restored database heals;
+    # the marked store still refuses anything older than the mark.
+    unchecked = getattr(store, "unchecked_revocation_state", None)
+    state = unchecked() if unchecked is not None else store.get_revocation_state()
     if state is not None:
         highest, in_force = state
         if rl.serial < highest:
@@ -81,6 +85,8 @@ def install_revocation_list(
                     Reason.REVOCATION_LIST_ROLLBACK,
                     f"serial {rl.serial} already installed with different content",
                 )
+            if unchecked is not None:
+                store.get_revocation_state()  # the list in force must not lag the mark
             return rl
     # The store re-checks the serial inside its own transaction (racing installers).
     store.set_revocation_state(rl.serial, data)

@@ -43,6 +43,7 @@ from .codec import (
     sign_revocation_list,
 )
 from .enforce import install_revocation_list
+from .mark import MarkedStore, SerialMark
 
 __all__ = [
     "DEFAULT_ISSUER",
@@ -117,6 +118,7 @@ def publish(
     clock: Callable[[], float] = time.time,
     retry: RetryPolicy = RETRY,
     sleep: Callable[[float], None] = time.sleep,
+    mark: SerialMark | None = None,
 ) -> Publication:
     """Sign and install the next list: the one in force plus ``entry``, or (``entry=None``)
     the same entries re-signed with a new validity window (the first, empty list; renewals).
@@ -128,6 +130,13 @@ def publish(
     Raises ``VerifierError``: ``MALFORMED`` for bad arguments,
     ``REVOCATION_LIST_BAD_SIGNATURE`` when the list in force is not signed by ``key``,
     ``REVOCATION_LIST_ROLLBACK`` when every attempt lost a race, ``STORAGE``.
+
+    ``mark`` is the issuer's :class:`~verifier.revocation.mark.SerialMark` (``verifier
+    revoke``, ``revocation publish`` and the HTTP service always pass the one beside the key
+    file). With it no serial is ever signed twice or below one published: a database
+    restored from an older copy is first healed with the marked list (signed by this key, so
+    nothing revoked is lost) and the new list is built on top of it; a database that holds a
+    list while the mark is missing is refused (``REVOCATION_LIST_ROLLBACK``).
     """
     if not isinstance(key, nacl.signing.SigningKey):
         raise VerifierError(Reason.MALFORMED, "key must be a nacl.signing.SigningKey")
@@ -143,6 +152,11 @@ def publish(
     if type(retry.attempts) is not int or retry.attempts < 1:
         raise VerifierError(Reason.MALFORMED, "retry.attempts must be at least 1")
     verify_key = key.verify_key
+    if mark is not None:
+        if bytes(mark.issuer_key) != bytes(verify_key):
+            raise VerifierError(Reason.MALFORMED, "the serial mark is not this key's")
+        store = mark.guard(store)
+        _heal_from_mark(store, mark)
     for attempt in range(retry.attempts):
         now = int(clock())
         state = store.get_revocation_state()
@@ -176,6 +190,22 @@ def publish(
             store.audit("revocation_list_published", serial=rl.serial)
         return Publication(rl, data, changed=True)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _heal_from_mark(store: MarkedStore, mark: SerialMark) -> None:
+    # A database restored from an older copy lags the mark: put the marked list (ours, and
+    # the newest ever installed) back before building on it, even if it has gone stale
+    # meanwhile, since the list built next replaces it at once.
+    marked = mark.read()
+    state = store.unchecked_revocation_state()
+    if marked is None or (state is not None and state[0] >= marked[0]):
+        return
+    store.set_revocation_state(marked[0], marked[1])
+    store.audit(
+        "revocation_list_restored_from_mark",
+        serial=marked[0],
+        database_serial=None if state is None else state[0],
+    )
 
 
 def entry_from_text(target: str, value: str, reason: str, *, revoked_at: int) -> RevocationEntry:
@@ -230,8 +260,10 @@ class ListIssuer:
         issuer: str = DEFAULT_ISSUER,
         validity: float = DEFAULT_VALIDITY,
         clock: Callable[[], float] = time.time,
+        mark: SerialMark | None = None,
     ) -> None:
-        self.store = store
+        self.mark = mark
+        self.store: Store = store if mark is None else mark.guard(store)
         self.key = key
         self.issuer = issuer
         self.validity = validity
@@ -258,7 +290,13 @@ class ListIssuer:
         return parsed
 
     def _fresh(self) -> bool:
-        found = self.current()
+        try:
+            found = self.current()
+        except VerifierError as exc:
+            # A restored database lags the mark: publishing heals it (see publish).
+            if exc.reason is Reason.REVOCATION_LIST_ROLLBACK and self.mark is not None:
+                return False
+            raise
         if found is None:
             return False
         rl = found[0]
@@ -283,4 +321,5 @@ class ListIssuer:
             validity=self.validity,
             default_issuer=self.issuer,
             clock=self.clock,
+            mark=self.mark,
         )
