@@ -10,8 +10,9 @@ import argparse
 import functools
 import json
 import os
+from typing import Any
 
-from ._common import EXIT_OK, AddCommand, UsageError
+from ._common import EXIT_OK, AddCommand, UsageError, usage_on_malformed
 from .ceremonies import policy_from_args
 
 
@@ -22,6 +23,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("the HTTP service needs: pip install 'devicebio[server]'") from None
     if not 1 <= args.workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be 1..{MAX_WORKERS}")
+    limits = _limits(args)
     factory = functools.partial(
         create_app,
         db=args.db,
@@ -31,6 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         policy=policy_from_args(args),
         admin_token=os.environ.get("VERIFIER_ADMIN_TOKEN"),
         open_registration=args.open_registration,
+        limits=limits,
     )
     # Built here even for several workers: a bad key, store or option fails now, with its
     # exit code, and the first revocation list is published once, not raced by the workers.
@@ -47,6 +50,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             factory, workers=args.workers, host=args.host, port=args.port, on_listening=listening
         )
     return EXIT_OK
+
+
+#: serve's limit flags: (flag, type, help); unset ones keep Limits' defaults, so the CLI
+#: cannot drift from the library (and building the parser needs no Starlette).
+_LIMIT_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--header-timeout", float, "seconds for a request head"),
+    ("--body-timeout", float, "seconds for a whole request body"),
+    ("--limit-concurrency", int, "connections or running requests before 503"),
+    ("--rate", float, "/challenge and /verify per second per client address"),
+    ("--burst", int, "burst of those per address"),
+    ("--max-open-challenges", int, "unused challenges one user may have"),
+    ("--audit-days", float, "audit retention in days (0: keep forever)"),
+)
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from verifier.server.http import Limits
+
+    given = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag, _, _ in _LIMIT_FLAGS
+    }
+    kw = {k: v for k, v in given.items() if v is not None and k != "audit_days"}
+    days = given["audit_days"]
+    if days is not None:
+        kw["audit_retention"] = None if days == 0 else days * 86_400.0
+    with usage_on_malformed():
+        return Limits(**kw)
 
 
 def register_commands(command: AddCommand) -> None:
@@ -68,3 +99,8 @@ def register_commands(command: AddCommand) -> None:
     p.add_argument(
         "--open-registration", action="store_true", help="anyone may register a new user"
     )
+    limits = p.add_argument_group(
+        "limits", "what one client may cost (defaults: verifier.server.http.Limits)"
+    )
+    for flag, kind, text in _LIMIT_FLAGS:
+        limits.add_argument(flag, type=kind, help=text)

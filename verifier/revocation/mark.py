@@ -241,8 +241,8 @@ class MarkedStore:
     def count_open_challenges(self, user: str, now: float) -> int:
         return self.inner.count_open_challenges(user, now)
 
-    def add_credential(self, rec: Any) -> None:
-        self.inner.add_credential(rec)
+    def add_credential(self, rec: Any, *, first_for_user: bool = False) -> None:
+        self.inner.add_credential(rec, first_for_user=first_for_user)
 
     def get_credential(self, credential_id: bytes) -> Any:
         return self.inner.get_credential(credential_id)

@@ -22,8 +22,10 @@ Endpoints (every body is a JSON object; every answer is JSON with ``"ok"``)::
 
 Status codes: 200 ok; 400 malformed request; 401 admin token missing or wrong; 403 refused by
 the verifier (``reason`` says why); 404/405 no such route or method; 409 credential already
-registered (or user already enrolled, with open registration); 413 body over the limit;
-415 not ``application/json``; 503 storage unavailable. Refusals look like
+registered (or user already enrolled, with open registration); 408 body not received in
+time; 413 body over the limit; 415 not ``application/json``; 429 rate limited (per client
+address, ``Retry-After``) or too many unused challenges for the user; 503 storage
+unavailable, or the concurrency limit reached. Refusals look like
 ``{"ok": false, "reason": "<machine reason>", "message": "<for people>"}``.
 
 Concurrency: one store per app (per worker process), shared by all its requests: the store
@@ -37,6 +39,12 @@ their commits together (group commit). Several processes (``serve_workers``, ``v
 --workers N``, other machines on one PostgreSQL) stay correct together because the two writes
 that race, redeeming a challenge and raising a counter, are single conditional statements in
 the database, never checks in a process's memory; docs/deployment.md says what SQLite allows.
+
+Limits: :class:`~verifier.server.http.Limits` (``create_app(limits=...)``) bounds what one
+client may cost: head and body timeouts, idle keep-alive, head size, concurrency, a token
+bucket per client address on ``/challenge`` and ``/verify``, unused challenges per user, and
+audit retention. Behind a reverse proxy every client has the proxy's address: rate-limit
+there too.
 
 Logging: request bodies are never logged (they carry no biometrics by design, but ids and
 tokens stay out of logs too); unexpected faults are logged by exception type and path only.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from verifier.challenges import DEFAULT_TTL
 from verifier.errors import Reason, VerifierError
@@ -17,9 +18,17 @@ from verifier.keys import load_signing_key
 from verifier.payment import PaymentPolicy
 from verifier.policy import Policy
 from verifier.revocation.issue import DEFAULT_ISSUER, ListIssuer
-from verifier.store import open_store
+from verifier.revocation.mark import SerialMark
+from verifier.store import Store, open_store
 
-from .http import DEFAULT_MAX_BODY, http_error, server_error, token_digest
+from .http import (
+    DEFAULT_MAX_BODY,
+    Limits,
+    LimitsMiddleware,
+    http_error,
+    server_error,
+    token_digest,
+)
 from .routes import ROUTES, Service
 
 __all__ = ["create_app"]
@@ -43,6 +52,7 @@ def create_app(
     revocation_validity_days: float = _DEFAULT_VALIDITY_DAYS,
     issuer: str = DEFAULT_ISSUER,
     clock: Callable[[], float] = time.time,
+    limits: Limits | None = None,
 ) -> Starlette:
     """Build the relying-party app on the store ``db`` names: ``postgresql://...`` (shared by
     any number of verifier processes), ``sqlite:///path`` or a plain SQLite path (see
@@ -65,8 +75,18 @@ def create_app(
     :class:`~verifier.payment.PaymentPolicy`: face with liveness up to 20.00 EUR, PIN up to
     5.00, a security key up to 200.00, 30.00 a day without step-up).
 
+    The highest list serial ever installed is kept in ``<revocation_key_file>.serial`` (the
+    serial mark, :mod:`verifier.revocation.mark`): keep and back it up with the key, not with
+    the database. A database restored from an older copy is healed from it at start.
+
+    ``limits`` (:class:`~verifier.server.http.Limits`, defaults when ``None``) bounds what
+    one client may cost: connection and body timeouts, concurrency, a per-address rate limit
+    on ``/challenge`` and ``/verify``, outstanding challenges per user, audit retention.
+    ``clock`` drives the rate limit and the purges too (tests inject it).
+
     Raises ``VerifierError``: ``MALFORMED`` for bad arguments or key file, ``STORAGE`` when
-    the database or key cannot be opened, or the list in force is not this key's.
+    the database or key cannot be opened, or the list in force is not this key's,
+    ``REVOCATION_LIST_ROLLBACK`` when the database holds a list but the mark is missing.
     """
     if policy is None:
         policy = Policy()
@@ -93,14 +113,25 @@ def create_app(
         or not 0 < revocation_validity_days <= 3650
     ):
         raise VerifierError(Reason.MALFORMED, "revocation_validity_days must be in (0, 3650]")
+    if limits is None:
+        limits = Limits()
+    if not isinstance(limits, Limits):
+        raise VerifierError(Reason.MALFORMED, "limits must be a Limits")
     key = None if revocation_key_file is None else load_signing_key(revocation_key_file)
 
-    store = open_store(db)
+    base = open_store(db)
+    store: Store = base
     revocation: ListIssuer | None = None
     if key is not None:
+        assert revocation_key_file is not None
+        # The highest serial ever installed is kept beside the key, outside the database:
+        # a restored database can neither un-revoke nor make us sign a serial twice.
+        mark = SerialMark.beside_key(revocation_key_file, key.verify_key)
+        store = mark.guard(store)
         revocation = ListIssuer(
             store,
             key,
+            mark=mark,
             issuer=issuer,
             validity=revocation_validity_days * 86_400,
             clock=clock,
@@ -110,7 +141,7 @@ def create_app(
             # the first sign-in.
             revocation.ensure_fresh()
         except VerifierError:
-            store.close()
+            base.close()
             raise
     service = Service(
         store=store,
@@ -124,6 +155,7 @@ def create_app(
         challenge_ttl=challenge_ttl,
         clock=clock,
         payment_policy=payment_policy or PaymentPolicy(),
+        limits=limits,
     )
 
     @contextlib.asynccontextmanager
@@ -131,13 +163,15 @@ def create_app(
         try:
             yield
         finally:
-            store.close()
+            base.close()
 
     app = Starlette(
         routes=ROUTES,
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
+        middleware=[Middleware(LimitsMiddleware, limits=limits, clock=clock)],
     )
+    app.state.limits = limits  # the connection-level ones are applied by server.run
     app.state.service = service
     app.state.store = store
     app.state.policy = policy

@@ -3,11 +3,16 @@ token check and how a refusal maps to a status code. Nothing here knows an endpo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import math
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from starlette.exceptions import HTTPException
@@ -19,7 +24,11 @@ from verifier.views import b64url_text
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "RATE_LIMITED_PATHS",
+    "Limits",
+    "LimitsMiddleware",
     "Problem",
+    "TokenBuckets",
     "as_problem",
     "b64url_field",
     "bearer_ok",
@@ -245,3 +254,190 @@ def bearer_ok(request: Request, expected: bytes | None) -> bool:
         return False
     # Compare digests: constant time, and the token's length does not leak either.
     return hmac.compare_digest(token_digest(token), expected)
+
+
+# -- resource limits ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the service. Every field has a safe default; each limit is
+    proved against a real uvicorn on 127.0.0.1 in ``tests/verifier/test_server_limits.py``.
+
+    Connection level (uvicorn, see :mod:`verifier.server.run`): ``header_timeout`` seconds
+    for a request's head from the connection's first byte (or the previous response; a
+    silent or slowly trickling socket is closed), ``keep_alive_timeout`` for an idle
+    keep-alive connection, ``max_header_bytes`` for the request head, ``limit_concurrency``
+    open connections or running requests before new requests get 503.
+
+    Request level (:class:`LimitsMiddleware`): ``body_timeout`` seconds to receive a whole
+    body once the head is in (408 and the connection closed); ``rate`` requests per second
+    with bursts of ``burst`` per client address on ``/challenge`` and ``/verify`` (429 with
+    ``Retry-After``), remembering at most ``max_clients`` addresses.
+
+    Service level (routes): ``max_open_challenges`` unused, unexpired challenges per user
+    (429); audit events older than ``audit_retention`` seconds are deleted every
+    ``purge_interval`` seconds (``None``: keep them forever).
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 16 * 1024
+    limit_concurrency: int = 200
+    rate: float = 5.0
+    burst: int = 20
+    max_clients: int = 65_536
+    max_open_challenges: int = 10
+    audit_retention: float | None = 90 * 86_400.0
+    purge_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise VerifierError(Reason.MALFORMED, f"{name} must be a number")
+            if not 0 < value <= 3600:
+                raise VerifierError(Reason.MALFORMED, f"{name} must be in (0, 3600]")
+        for name, low, high in (
+            ("max_header_bytes", 1024, 1024 * 1024),
+            ("limit_concurrency", 1, 1_000_000),
+            ("burst", 1, 1_000_000),
+            ("max_clients", 1, 10_000_000),
+            ("max_open_challenges", 1, 1_000_000),
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or not low <= value <= high:
+                raise VerifierError(Reason.MALFORMED, f"{name} must be an int in [{low}, {high}]")
+        retention = self.audit_retention
+        if retention is not None and (
+            isinstance(retention, bool)
+            or not isinstance(retention, int | float)
+            or not math.isfinite(retention)
+            or retention <= 0
+        ):
+            raise VerifierError(Reason.MALFORMED, "audit_retention must be > 0 seconds or None")
+        interval = self.purge_interval
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise VerifierError(Reason.MALFORMED, "purge_interval must be a number")
+        if not 0 < interval <= 86_400:
+            raise VerifierError(Reason.MALFORMED, "purge_interval must be in (0, 86400]")
+
+
+class TokenBuckets:
+    """One token bucket per client key: ``rate`` tokens a second up to ``burst``.
+
+    Time comes from the caller (the app's clock), so tests are exact. The table keeps the
+    ``max_clients`` most recently seen keys: a flood of fresh addresses evicts the oldest
+    buckets (those clients start again with a full bucket) instead of growing memory."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int) -> None:
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: float) -> float:
+        """Spend one token of ``key``'s bucket: 0.0 if there was one, else the seconds until
+        there will be (nothing spent)."""
+        with self._lock:
+            tokens, last = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = (1.0 - tokens) / self.rate
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+#: The endpoints anyone may call without a credential, each of which costs a database write.
+RATE_LIMITED_PATHS = frozenset({"/challenge", "/verify", "/pay/verify"})
+
+_CLOSE = [(b"connection", b"close")]
+
+
+async def _send_problem(
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+    status: int,
+    reason: str,
+    message: str,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps({"ok": False, "reason": reason, "message": message}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in _HEADERS.items()),
+        *_CLOSE,  # the client misbehaved or must back off: do not keep its connection
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitsMiddleware:
+    """The request-level limits as one ASGI middleware (uvicorn has no body timeout).
+
+    * Per-client rate limit on :data:`RATE_LIMITED_PATHS`, checked before a byte of the
+      body is read: 429 with ``Retry-After``.
+    * Body timeout: from the moment the head is in, the whole body must arrive within
+      ``body_timeout`` seconds (not per chunk, so trickling does not help). On expiry the
+      app sees a disconnect and the client gets 408 and a closed connection.
+    """
+
+    def __init__(self, app: Any, limits: Limits, clock: Callable[[], float]) -> None:
+        self.app = app
+        self.limits = limits
+        self.clock = clock
+        self.buckets = TokenBuckets(limits.rate, limits.burst, limits.max_clients)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("path") in RATE_LIMITED_PATHS:
+            client = scope.get("client")
+            key = str(client[0]) if client else "unknown"
+            wait = self.buckets.take(key, self.clock())
+            if wait > 0:
+                await _send_problem(
+                    send,
+                    429,
+                    "rate_limited",
+                    "too many requests from this address; slow down",
+                    [(b"retry-after", str(max(1, math.ceil(wait))).encode())],
+                )
+                return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout
+        state = {"body_done": False, "timed_out": False, "answered": False}
+
+        async def timed_receive() -> dict[str, Any]:
+            if state["body_done"]:
+                message: dict[str, Any] = await receive()
+                return message
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                state["timed_out"] = True
+                return {"type": "http.disconnect"}
+            if message.get("type") != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if not state["timed_out"]:
+                await send(message)
+                return
+            if not state["answered"] and message.get("type") == "http.response.start":
+                state["answered"] = True
+                await _send_problem(
+                    send, 408, "request_timeout", "the request body did not arrive in time"
+                )
+
+        await self.app(scope, timed_receive, guarded_send)

@@ -46,6 +46,7 @@ from verifier.views import (
 )
 
 from .http import (
+    Limits,
     Problem,
     as_problem,
     b64url_field,
@@ -63,8 +64,6 @@ from .http import (
 __all__ = ["ROUTES", "Service"]
 
 _MAX_USER = 256
-#: Anyone may ask for challenges: drop the dead ones this often so the table stays small.
-_PURGE_EVERY = 60.0
 _REVOKE_TARGETS = ("credential_id", "device_id", "model_id", "sdk_version")
 
 
@@ -82,7 +81,8 @@ class Service:
     max_body: int
     challenge_ttl: float
     clock: Callable[[], float] = time.time
-    last_purge: float = 0.0
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    last_purge: float | None = None
     payment_policy: PaymentPolicy = dataclasses.field(default_factory=PaymentPolicy)
 
     def revocation_key(self) -> nacl.signing.VerifyKey | None:
@@ -95,9 +95,19 @@ class Service:
         return self.revocation.verify_key
 
     def purge_if_due(self, now: float) -> None:
-        if now - self.last_purge > _PURGE_EVERY:
-            self.last_purge = now
-            self.store.purge_expired_challenges(now)
+        """Drop dead challenges, and audit events past their retention, at most once per
+        ``limits.purge_interval`` (run from the requests that make rows, so the schedule
+        follows the app's clock and costs nothing while the service is idle)."""
+        if self.last_purge is not None and now - self.last_purge < self.limits.purge_interval:
+            return
+        self.last_purge = now
+        self.store.purge_expired_challenges(now)
+        retention = self.limits.audit_retention
+        purge_audit = getattr(self.store, "purge_audit", None)
+        if retention is not None and purge_audit is not None:
+            gone = int(purge_audit(now - retention))
+            if gone:
+                self.store.audit("audit_purged", events=gone, retention=retention)
 
 
 def _service(request: Request) -> Service:
@@ -157,6 +167,14 @@ async def challenge(request: Request) -> Response:
             return issue_challenge(
                 s.store, user=user, purpose=Purpose.SIGN_UP, ttl=s.challenge_ttl, now=now
             )
+        # Anyone may ask for anyone's challenges: each lives its full TTL, so cap how many
+        # one user can have waiting (the per-address rate limit alone does not bound it).
+        if s.store.count_open_challenges(user, now) >= s.limits.max_open_challenges:
+            raise Problem(
+                429,
+                "too_many_challenges",
+                "this user has too many unused challenges; use one or wait for them to expire",
+            )
         return issue_challenge(s.store, user=user, purpose=purpose, ttl=s.challenge_ttl, now=now)
 
     c = await _blocking(issue)
@@ -209,6 +227,7 @@ async def verify(request: Request) -> Response:
             effective = dataclasses.replace(s.policy, require_liveness=True)
 
         def run() -> VerifiedAssertion:
+            s.purge_if_due(s.clock())  # each refused /verify adds an audit row
             return verify_assertion(
                 credential=credential,
                 expected_challenge=value,

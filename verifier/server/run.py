@@ -15,6 +15,8 @@ from starlette.applications import Starlette
 
 from verifier.errors import Reason, VerifierError
 
+from .http import Limits
+
 __all__ = [
     "DEFAULT_HOST",
     "MAX_WORKERS",
@@ -61,10 +63,12 @@ def _url(sock: socket.socket) -> tuple[str, int]:
     return f"http://{shown}:{port}", int(port)
 
 
-def _uvicorn_config(app: Any, access_log: bool, **extra: Any) -> Any:
+def _uvicorn_config(app: Any, access_log: bool, limits: Limits, **extra: Any) -> Any:
     import uvicorn
 
-    return uvicorn.Config(
+    from ._h11 import HEAD_TIMEOUT_ATTR, HeadTimeoutH11
+
+    config = uvicorn.Config(
         app,
         lifespan="on",
         access_log=access_log,
@@ -72,14 +76,29 @@ def _uvicorn_config(app: Any, access_log: bool, **extra: Any) -> Any:
         log_level="info" if access_log else "warning",
         server_header=False,
         timeout_graceful_shutdown=5,
+        http=HeadTimeoutH11,
+        # Typed int by uvicorn, used as a float (loop.call_later): sub-second works.
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        limit_concurrency=limits.limit_concurrency,
         **extra,
     )
+    setattr(config, HEAD_TIMEOUT_ATTR, limits.header_timeout)  # read by HeadTimeoutH11
+    return config
+
+
+def _limits_of(app: Any) -> Limits:
+    # The connection-level limits travel with the app (create_app puts them there), so every
+    # way of serving it applies the same ones.
+    state = getattr(app, "state", None)
+    limits = getattr(state, "limits", None)
+    return limits if isinstance(limits, Limits) else Limits()
 
 
 def _uvicorn_server(app: Starlette, access_log: bool) -> Any:
     import uvicorn
 
-    return uvicorn.Server(_uvicorn_config(app, access_log))
+    return uvicorn.Server(_uvicorn_config(app, access_log, _limits_of(app)))
 
 
 def serve(
@@ -187,8 +206,18 @@ def serve_workers(
     # factory=True: uvicorn calls the (unpickled) factory in each worker, never here.
     # A loaded machine can starve a worker's health-check thread for seconds: uvicorn's
     # default 5 s would kill and restart healthy workers mid-request.
+    # The workers' apps are built there; their connection limits are the factory's own
+    # (a functools.partial of create_app(limits=...)), or the defaults.
+    keywords = getattr(factory, "keywords", None) or {}
+    given = keywords.get("limits")
+    limits = given if isinstance(given, Limits) else Limits()
     config = _uvicorn_config(
-        factory, access_log, factory=True, workers=workers, timeout_worker_healthcheck=60
+        factory,
+        access_log,
+        limits,
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=60,
     )
     if on_listening is not None:
         on_listening(url)

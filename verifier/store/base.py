@@ -116,6 +116,10 @@ class Store(Protocol):
         """Delete challenges that expired before ``now``; returns how many went."""
         ...
 
+    def count_open_challenges(self, user: str, now: float) -> int:
+        """How many of ``user``'s challenges are unused and not expired at ``now``."""
+        ...
+
     def add_credential(self, rec: CredentialRecord, *, first_for_user: bool = False) -> None:
         """Store a new credential; ``VerifierError(CREDENTIAL_EXISTS)`` if the id is taken.
 

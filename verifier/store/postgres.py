@@ -498,6 +498,17 @@ class PostgresStore:
                 conn.execute("DELETE FROM challenges WHERE expires_at < %s", (now,)).rowcount
             )
 
+    def count_open_challenges(self, user: str, now: float) -> int:
+        user = check_str("user", user)
+        now = check_time("now", now)
+        with self._conn() as conn:
+            row = conn.execute(
+                'SELECT count(*) FROM challenges WHERE "user" = %s AND NOT used'
+                " AND expires_at >= %s",
+                (user, now),
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
     # -- credentials ---------------------------------------------------------------------
 
     def add_credential(self, rec: CredentialRecord, *, first_for_user: bool = False) -> None:

@@ -404,6 +404,16 @@ class SQLiteStore:
                 self._conn.execute("DELETE FROM challenges WHERE expires_at < ?", (now,)).rowcount
             )
 
+    def count_open_challenges(self, user: str, now: float) -> int:
+        user = check_str("user", user)
+        now = check_time("now", now)
+        with self._errors():
+            row = self._conn.execute(
+                "SELECT count(*) FROM challenges WHERE user = ? AND used = 0 AND expires_at >= ?",
+                (user, now),
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
     # -- credentials ---------------------------------------------------------------------
 
     def add_credential(self, rec: CredentialRecord, *, first_for_user: bool = False) -> None:
