@@ -293,12 +293,17 @@ class Limits:
     purge_interval: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "rate"):
+        for name, high in (
+            ("header_timeout", 3600),
+            ("body_timeout", 3600),
+            ("keep_alive_timeout", 3600),
+            ("rate", 1_000_000),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise VerifierError(Reason.MALFORMED, f"{name} must be a number")
-            if not 0 < value <= 3600:
-                raise VerifierError(Reason.MALFORMED, f"{name} must be in (0, 3600]")
+            if not 0 < value <= high:
+                raise VerifierError(Reason.MALFORMED, f"{name} must be in (0, {high}]")
         for name, low, high in (
             ("max_header_bytes", 1024, 1024 * 1024),
             ("limit_concurrency", 1, 1_000_000),
