@@ -126,6 +126,22 @@ class FileCounter:
         atomic.atomic_write(path, value.to_bytes(8, "big"))
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file, which must be a regular file (a directory or FIFO there is typed, and
+    a symlink is not followed out of the vault)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, atomic.FILE_MODE)
+    except OSError as exc:
+        raise DeviceBioError(
+            Reason.RECORD_CORRUPT, f"vault lock: cannot open ({type(exc).__name__})"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DeviceBioError(Reason.RECORD_CORRUPT, "vault lock is not a regular file")
+    return fd
+
+
 def _read_regular(path: Path, limit: int, what: str) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes; None if it is
     absent. A directory, FIFO, device or symlink there is RECORD_CORRUPT (opened without
@@ -450,7 +466,7 @@ class Vault:
                 return
             # flock locks belong to the open file, so a second open+flock in this process
             # would wait on the first: hence the depth count instead of locking again.
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, atomic.FILE_MODE)
+            fd = _open_lock(self.path / LOCK)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._lock_depth = 1

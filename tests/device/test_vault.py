@@ -18,6 +18,7 @@ from devicebio.errors import DeviceBioError, Reason
 from devicebio.store.vault import (
     COUNTER,
     HEADER,
+    LOCK,
     MANIFEST,
     FileCounter,
     PassphraseKey,
@@ -387,3 +388,15 @@ def test_open_does_not_delete_temp_files_through_a_symlinked_directory(
     (vault.path / "evil").symlink_to(outside, target_is_directory=True)
     Vault.open(vault.path, KEY)
     assert victim.exists()
+
+
+@pytest.mark.parametrize("what", ["directory", "fifo"])
+def test_a_non_file_at_the_lock_or_manifest_path_is_a_typed_error(vault: Vault, what: str) -> None:
+    for name in (LOCK, MANIFEST):
+        path = vault.path / name
+        saved = path.read_bytes()
+        path.unlink()
+        path.mkdir() if what == "directory" else os.mkfifo(path)
+        assert reason_of(vault.put, "counter", "c", 1) is Reason.RECORD_CORRUPT
+        path.rmdir() if what == "directory" else path.unlink()
+        path.write_bytes(saved)
