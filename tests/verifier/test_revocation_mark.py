@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+import nacl.signing
 import pytest
 
 from verifier import cli
 from verifier.errors import Reason, VerifierError
-from verifier.revocation import check_not_revoked
+from verifier.revocation import check_not_revoked, publish
 from verifier.revocation.codec import decode_unverified
+from verifier.revocation.mark import SerialMark
 from verifier.store import SQLiteStore
 
 CRED = b"\x07" * 16
@@ -181,3 +184,50 @@ def test_a_missing_mark_beside_a_used_key_is_refused(
     # A key from before marks existed adopts the list in force on purpose.
     assert _cli("revocation", "publish", "--db", db, "--key", key, "--adopt-mark") == 0
     assert mark.exists() and _listed(db)[0] == 2
+
+
+def test_the_mark_guards_either_backend(backend: Any, tmp_path: Path) -> None:
+    # The same rules on SQLite and PostgreSQL: a database that lost its lists (restored to an
+    # empty copy) is refused by the check, and the publisher heals it before going on.
+    key = nacl.signing.SigningKey(b"\x31" * 32)
+    mark = SerialMark(tmp_path / "rl.serial", key.verify_key)
+    first = backend.open()
+    publish(first, key, mark=mark, clock=lambda: T0)
+    done = publish(first, key, _entry(), mark=mark, clock=lambda: T0 + 1)
+    assert done.list.serial == 2 and mark.read() == (2, done.data)
+    for table in ("revocation",):  # the restore: the list rows are gone
+        _wipe(backend, first, table)
+    restored = mark.guard(backend.open())
+    with pytest.raises(VerifierError) as err:
+        check_not_revoked(
+            restored, key.verify_key, credential_id=CRED, device_id=None, model_id=None, now=T0 + 2
+        )
+    assert err.value.reason is Reason.REVOCATION_LIST_ROLLBACK
+    healed = publish(restored, key, mark=mark, clock=lambda: T0 + 3)
+    assert healed.list.serial == 3 and [e.value for e in healed.list.entries] == [CRED]
+    with pytest.raises(VerifierError) as err:
+        check_not_revoked(
+            restored, key.verify_key, credential_id=CRED, device_id=None, model_id=None, now=T0 + 4
+        )
+    assert err.value.reason is Reason.REVOKED
+
+
+T0 = 1_800_000_000
+
+
+def _entry() -> Any:
+    from verifier.revocation import EntryKind, RevocationEntry, RevocationReason
+
+    return RevocationEntry(EntryKind.CREDENTIAL_ID, CRED, RevocationReason.REVOKED, T0)
+
+
+def _wipe(backend: Any, store: Any, table: str) -> None:
+    if backend.name == "sqlite":
+        with store._lock:
+            store._conn.execute(f"DELETE FROM {table}")
+            store._conn.commit()
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.url, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {table}")

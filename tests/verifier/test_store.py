@@ -100,6 +100,22 @@ def test_purge_expired_challenges(backend) -> None:
     assert s.use_challenge(b"b" * 32) is not None
 
 
+def test_count_open_challenges(backend) -> None:
+    # The server's per-user cap counts in the shared database, so every worker sees the same.
+    s = backend.open()
+    s.insert_challenge(b"a" * 32, "u", "authenticate", 10.0)
+    s.insert_challenge(b"b" * 32, "u", "authenticate", 20.0)
+    s.insert_challenge(b"c" * 32, "u", "register", 20.0)
+    s.insert_challenge(b"d" * 32, "v", "authenticate", 20.0)
+    assert s.count_open_challenges("u", 5.0) == 3
+    assert s.count_open_challenges("u", 15.0) == 2  # expired ones do not count
+    s.use_challenge(b"b" * 32)
+    assert s.count_open_challenges("u", 15.0) == 1  # nor used ones
+    assert s.count_open_challenges("nobody", 0.0) == 0
+    with pytest.raises(VerifierError):
+        s.count_open_challenges("u", float("nan"))
+
+
 def test_credentials_roundtrip_and_duplicate(backend) -> None:
     s = backend.open()
     rec = _cred()
