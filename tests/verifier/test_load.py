@@ -8,6 +8,7 @@ counters only move up, and whatever was answered "accepted" is in the database.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -376,3 +377,31 @@ def test_postgres_restarted_mid_load_fails_closed_then_recovers(tmp_path: Path) 
             assert outcomes[-1] == 200, f"no recovery: {outcomes}"
     finally:
         pg.destroy()
+
+
+def test_cli_commands_open_the_store_their_db_url_names(
+    backend: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from verifier import cli
+
+    code = cli.main(
+        ["challenge", "--db", backend.url, "--user", "alice", "--purpose", "authenticate", "--json"]
+    )
+    assert code == 0
+    value = json.loads(capsys.readouterr().out)["challenge"]
+    with open_store(backend.url) as store:  # the challenge is in that very store, unused
+        found = store.use_challenge(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        assert found is not None and found[:2] == ("alice", "authenticate") and not found[3]
+    assert cli.main(["challenge", "--db", "mysql://x/y", "--user", "a", "--purpose", "register"])
+
+
+def test_serve_refuses_a_worker_count_out_of_range(tmp_path: Path) -> None:
+    from verifier import cli
+    from verifier.errors import VerifierError
+    from verifier.server import MAX_WORKERS, serve_workers
+
+    args = ["serve", "--db", str(tmp_path / "v.db"), "--rp-id", RP_ID, "--origin", ORIGIN]
+    for bad in ("0", str(MAX_WORKERS + 1)):
+        assert cli.main([*args, "--workers", bad]) == 2
+    with pytest.raises(VerifierError):
+        serve_workers(lambda: None, workers=0)  # type: ignore[arg-type,return-value]
