@@ -1,15 +1,18 @@
 """Sign-ins per second over HTTP: devicebio's reference server against the thinnest honest
 py_webauthn relying party, same machine, same database, same worker count, same clients.
 
-    PYTHONPATH=$PWD python benchmarks/rp_load.py --json /tmp/rp_load.json \\
+    PYTHONPATH=$PWD python benchmarks/rp_load.py --json out/rp_load.json \\
         [--workers 2] [--clients 1,8,32,64] [--stores postgres,sqlite] [--n 800]
 
 For each store (a throwaway PostgreSQL cluster started here, like the tests' fixture; a
-SQLite file) and each server (``verifier serve --workers N``; ``_rp_ref.create_ref_app`` under
-the same uvicorn runner), K concurrent clients on 127.0.0.1 each send their own device's
-assertions one after another over one keep-alive connection; every answer must be an
-acceptance (the script exits 1 otherwise). Durable state on both sides: every challenge burnt
-and every counter raised in a committed, flushed transaction before the answer.
+SQLite file), both servers run at once and each client count is measured on both back to
+back, alternating which goes first, so the machine's drifting load falls on both alike. The
+servers are ``verifier serve --workers N`` and ``_rp_ref.create_ref_app`` under the same
+uvicorn runner (``verifier.server.serve_workers``). K concurrent clients on 127.0.0.1 each
+send their own device's assertions one after another over one keep-alive connection; every
+answer must be an acceptance (the script exits 1 otherwise). Durable state on both sides:
+every challenge burnt and every counter raised in a committed, flushed transaction before the
+answer.
 
 The assertions are real: one devicebio vault holding one credential per client, each
 registered through ``verify_registration``, signing face + passed-liveness assertions with
@@ -444,16 +447,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg = stack.enter_context(postgres_cluster()) if "postgres" in stores else None
         pg_version = None if pg is None else pg.version
         for store in stores:
-            for kind in servers:
-                if store == "postgres":
-                    url = _pg_url(pg, f"bench_{kind}")
-                else:
-                    url = f"sqlite:///{Path(d) / f'{kind}.db'}"
-                (prepare_devicebio if kind == "devicebio" else prepare_ref)(url, signer)
-                with server(kind, url, args.workers) as (host, port):
+            # Both servers up at once (an idle one costs nothing), and each client count run
+            # on both back to back, alternating which goes first: the machine's load drifts
+            # over minutes, and so it falls on both alike.
+            with contextlib.ExitStack() as running:
+                up: dict[str, tuple[str, str, int]] = {}
+                for kind in servers:
+                    if store == "postgres":
+                        url = _pg_url(pg, f"bench_{kind}")
+                    else:
+                        url = f"sqlite:///{Path(d) / f'{kind}.db'}"
+                    (prepare_devicebio if kind == "devicebio" else prepare_ref)(url, signer)
+                    host, port = running.enter_context(server(kind, url, args.workers))
                     # Warm-up (imports, pools, first connections), not reported.
                     run_load(host, port, signer, min(8, max(clients)), 8 * 4, args.max_seconds)
-                    for k in clients:
+                    up[kind] = (url, host, port)
+                for i, k in enumerate(clients):
+                    order = servers if i % 2 == 0 else servers[::-1]
+                    for kind in order:
+                        url, host, port = up[kind]
                         reset(url)
                         row = run_load(host, port, signer, k, args.n, args.max_seconds)
                         row = {"server": kind, "store": store, "workers": args.workers, **row}
