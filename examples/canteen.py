@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import PIN, Demo, LiveCamera, RelyingParty, _b64, _verdict, video_dir
 
 RP_ID, ORIGIN = "canteen.example", "https://canteen.example"
-STUDENT, IMPOSTOR = "tvl", "d3"  # two people of the recorded videos
+STUDENT, IMPOSTOR = "tvl", "krz"  # two people of the recorded videos
 CARD = {"instrument_name": "Student card 0042", "instrument_icon": f"{ORIGIN}/card.png"}
 
 

@@ -15,6 +15,10 @@ Typical use::
                           store=store, policy=Policy(require_liveness=True),
                           revocation_issuer_key=issuer_verify_key)
     ok.assurance  # what this RP's policy grants: strong / moderate / weaker / recovery
+    # a payment (Secure Payment Confirmation payment.get), on a Purpose.PAYMENT challenge:
+    paid = verify_payment(credential=..., expected_challenge=..., expected_origin=...,
+                          expected_rp_id=..., expected_payment=payment_details, store=store,
+                          payment_policy=PaymentPolicy())  # paid.record: what was recorded
 
 Importing this package never imports numpy, OpenCV or onnxruntime.
 """
