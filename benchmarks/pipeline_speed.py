@@ -130,16 +130,24 @@ Runner = Any  # frame -> (status, detector used, stage timings, embedding or Non
 LEVERS: dict[str, dict[str, Any]] = {
     "no-mirror": {"doc": "embed the chip only (no mirror average)", "no_mirror": True},
     "mirror-2-runs": {"doc": "chip and mirror as two runs of 1, not one batch of 2", "split": True},
+    "resnet-fp32": {"doc": "the fp32 ResNet (dlib-faithful) instead of int8", "embedder": "fp32"},
     "resnet-threads-1": {"doc": "ResNet on 1 intra-op thread", "resnet_threads": 1},
-    "detect-threads-2": {"doc": "BlazeFace on 2 intra-op threads", "detect_threads": 2},
+    "detect-threads-2": {"doc": "BlazeFace on 2 intra-op threads, not 1", "detect_threads": 2},
     "opt-basic": {"doc": "onnxruntime graph optimisation BASIC (not ALL)", "opt": "basic"},
     "opt-extended": {"doc": "onnxruntime graph optimisation EXTENDED", "opt": "extended"},
     "spin": {"doc": "onnxruntime threads spin between runs (its default)", "spin": True},
+    "spin-100us": {"doc": "threads spin at most 100 us, then sleep", "spin": True, "spin_us": 100},
 }
 
 
 def _lever_session(
-    name: str, threads: int, *, opt: str = "all", spin: bool = False, model: str | None = None
+    name: str,
+    threads: int,
+    *,
+    opt: str = "all",
+    spin: bool = False,
+    spin_us: int | None = None,
+    model: str | None = None,
 ) -> Any:
     """An onnxruntime session for model ``name`` with the lever's settings (else _ort's)."""
     import onnxruntime as ort
@@ -159,6 +167,8 @@ def _lever_session(
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+    if spin_us is not None:
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
     data = models.load_model(model or name)
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
@@ -169,18 +179,23 @@ def _apply_lever(pipe: Any, lever: dict[str, Any], threads: int) -> None:
     from devicebio.vision.detector_blaze import BlazeFaceDetector
     from devicebio.vision.embedder import Embedder
 
-    opt, spin = lever.get("opt", "all"), bool(lever.get("spin"))
+    opt, spin, spin_us = lever.get("opt", "all"), bool(lever.get("spin")), lever.get("spin_us")
     resnet = lever.get("embedder") or getattr(pipe, "_embedder_model", "dlib_resnet_v1")
     rebuild_all = "opt" in lever or spin
     if rebuild_all or "resnet_threads" in lever or "embedder" in lever:
         t = lever.get("resnet_threads", getattr(pipe, "_resnet_threads", threads))
         pipe._embedder = Embedder(
-            _lever_session(resnet, t, opt=opt, spin=spin, model=_resnet_model(resnet))
+            _lever_session(
+                resnet, t, opt=opt, spin=spin, spin_us=spin_us, model=_resnet_model(resnet)
+            )
         )
     if rebuild_all or "detect_threads" in lever:
         t = lever.get("detect_threads", getattr(pipe, "_detect_threads", threads))
         pipe._blazes = [
-            BlazeFaceDetector(_lever_session(f"mp_face_detection_{k}", t, opt=opt, spin=spin), k)
+            BlazeFaceDetector(
+                _lever_session(f"mp_face_detection_{k}", t, opt=opt, spin=spin, spin_us=spin_us),
+                k,
+            )
             for k in ("short_range", "full_range")
         ]
     if lever.get("split"):

@@ -10,6 +10,11 @@ with BlazeFace full range (smaller, more distant faces) as the fallback when it 
 per 640x480 frame on a laptop CPU, so not for live video).
 Landmarks always come from dlib's 5-point predictor, on a box mapped into dlib's convention,
 so alignment is dlib's and the embedder sees the chips it was trained on.
+
+Embedders: ``"int8"`` (default) is dlib's ResNet with static int8 quantisation, about 2.3x
+faster per chip with LFW accuracy unchanged; ``"fp32"`` is the faithful conversion (dlib's
+embedding to ~1e-6). Their embeddings differ slightly, so each has its own ``model_id`` and a
+template enrolled with one is refused by the other (enrol again).
 """
 
 from __future__ import annotations
@@ -38,9 +43,16 @@ from devicebio.vision.landmarks import ShapePredictor5
 from devicebio.vision.types import Detection
 
 DetectorChoice = Literal["fast", "accurate"]
+EmbedderChoice = Literal["int8", "fp32"]
 Selection = Literal["only", "largest", "center"]
 
 MAX_SIDE = 8192
+# The embedder models: "int8" (default) is dlib's ResNet quantised to int8, ~2.3x faster with
+# LFW accuracy unchanged; "fp32" is the faithful conversion (equal to dlib to ~1e-6).
+EMBEDDERS: dict[str, str] = {"int8": "dlib_resnet_v1_int8", "fp32": "dlib_resnet_v1"}
+# BlazeFace is ~100 small ops on a 128x128 input: a second intra-op thread costs more in
+# hand-offs than it saves (docs/benchmarks.md, lever table).
+DETECT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class FacePipeline:
         limits: QualityLimits | None = None,
         mirror: bool = True,
         normalize: bool = True,
+        embedder: EmbedderChoice = "int8",
         cache_dir: str | os.PathLike[str] | None = None,
         providers: Sequence[str] | None = None,
         threads: int | None = None,
@@ -128,32 +141,44 @@ class FacePipeline:
     ) -> None:
         if detector not in ("fast", "accurate"):
             raise DeviceBioError(Reason.INVALID_ARGUMENT, f"detector {detector!r}")
+        if embedder not in EMBEDDERS:
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, f"embedder {embedder!r}")
         self.detector = detector
         self.limits = limits or QualityLimits()
         self.mirror = mirror
         self.normalize = normalize
 
-        def session(name: str) -> Any:
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise DeviceBioError(Reason.INVALID_ARGUMENT, "threads must be a positive integer")
+        self._resnet_threads = threads if threads is not None else (os.cpu_count() or 1)
+        self._detect_threads = min(self._resnet_threads, DETECT_THREADS)
+        self._embedder_model = EMBEDDERS[embedder]
+
+        def session(name: str, n_threads: int) -> Any:
             data = models.load_model(name, cache_dir, progress=progress)
-            return make_session(data, providers, threads)
+            return make_session(data, providers, n_threads)
 
         fast = ["mp_face_detection_short_range", "mp_face_detection_full_range"]
-        needed = ["dlib_resnet_v1", "dlib_shape5", *(fast if detector == "fast" else ["dlib_mmod"])]
+        detectors = fast if detector == "fast" else ["dlib_mmod"]
+        needed = [self._embedder_model, "dlib_shape5", *detectors]
         models.build_models(needed, cache_dir, progress=progress)
         self._blazes: list[BlazeFaceDetector] = []
         self._mmod: MmodDetector | None = None
         if detector == "fast":
             self._blazes = [
-                BlazeFaceDetector(session("mp_face_detection_short_range"), "short_range"),
-                BlazeFaceDetector(session("mp_face_detection_full_range"), "full_range"),
+                BlazeFaceDetector(session(f"mp_face_detection_{kind}", self._detect_threads), kind)
+                for kind in ("short_range", "full_range")
             ]
         else:
-            self._mmod = MmodDetector(session("dlib_mmod"))
+            # MMOD is one large convolution pyramid: it does use every thread
+            self._mmod = MmodDetector(session("dlib_mmod", self._resnet_threads))
         self._shape = ShapePredictor5.from_bytes(
             models.load_model("dlib_shape5", cache_dir), expected_sha256=None
         )
-        self._embedder = Embedder(session("dlib_resnet_v1"))
-        self.model_id = models.MODELS["dlib_resnet_v1"].model_id
+        self._embedder = Embedder(session(self._embedder_model, self._resnet_threads))
+        self.model_id = models.MODELS[self._embedder_model].model_id
 
     # ---- stages --------------------------------------------------------------------------
 

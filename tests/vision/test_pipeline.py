@@ -18,7 +18,7 @@ from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.outcome import Outcome, OutcomeCode
 from devicebio.vision import models
-from devicebio.vision.pipeline import FaceCapture, FacePipeline, QualityLimits
+from devicebio.vision.pipeline import EMBEDDERS, FaceCapture, FacePipeline, QualityLimits
 
 GOOD = "Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
 
@@ -151,12 +151,39 @@ def test_tampered_model_is_refused(private_cache: Path, name: str) -> None:
     assert info.value.reason is Reason.MODEL_HASH_MISMATCH
 
 
-def test_pipeline_refuses_a_tampered_embedder(private_cache: Path) -> None:
-    path = private_cache / models.MODELS["dlib_resnet_v1"].filename
+@pytest.mark.parametrize("embedder", list(EMBEDDERS))
+def test_pipeline_refuses_a_tampered_embedder(private_cache: Path, embedder) -> None:
+    path = private_cache / models.MODELS[EMBEDDERS[embedder]].filename
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(DeviceBioError) as info:
-        FacePipeline(cache_dir=private_cache)
+        FacePipeline(cache_dir=private_cache, embedder=embedder)
     assert info.value.reason is Reason.MODEL_HASH_MISMATCH
+
+
+def test_int8_and_fp32_embedders_are_told_apart(load_lfw, pipeline) -> None:
+    """Each embedder names its own model (a template of one is refused by the other), and
+    both describe the same face alike."""
+    fp32 = FacePipeline(embedder="fp32")
+    assert pipeline.model_id == models.MODELS["dlib_resnet_v1_int8"].model_id
+    assert fp32.model_id == models.MODELS["dlib_resnet_v1"].model_id != pipeline.model_id
+    img = load_lfw(GOOD)
+    a, b = fp32.analyze(img), pipeline.analyze(img)
+    assert isinstance(a, FaceCapture) and isinstance(b, FaceCapture)
+    assert 0.0 < float(np.linalg.norm(a.embedding - b.embedding)) < 0.06
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"embedder": "fp16"}, Reason.INVALID_ARGUMENT),
+        ({"threads": 0}, Reason.INVALID_ARGUMENT),
+        ({"threads": True}, Reason.INVALID_ARGUMENT),
+    ],
+)
+def test_bad_pipeline_settings_are_typed_errors(kwargs, reason) -> None:
+    with pytest.raises(DeviceBioError) as info:
+        FacePipeline(**kwargs)
+    assert info.value.reason is reason
 
 
 def test_models_build_offline_from_a_clean_cache(tmp_path: Path, monkeypatch) -> None:
