@@ -137,6 +137,7 @@ class BlazeFaceDetector:
                 Reason.INVALID_ARGUMENT, f"session is not a BlazeFace {kind} model (1x3x{size})"
             )
         self._session = session
+        self._canvas = np.zeros((size, size, 3), dtype=np.uint8)  # reused by each frame
         self._input_name: str = inputs[0].name
         self._anchors = _ssd_anchors(self._opts)
         outs = session.get_outputs()
@@ -161,10 +162,16 @@ class BlazeFaceDetector:
         interp = cv2.INTER_AREA if rw < w else cv2.INTER_LINEAR
         small = cv2.resize(rgb, (rw, rh), interpolation=interp)
         ox, oy = (size - rw) // 2, (size - rh) // 2
-        canvas = np.zeros((size, size, 3), dtype=np.float32)
+        # uint8 canvas, then one scaling pass straight into the planar (1, 3, S, S) tensor:
+        # the same values as scaling a float canvas (the black border still becomes -1),
+        # without a float HxWx3 intermediate and a transposing copy on every frame
+        canvas = self._canvas
+        canvas.fill(0)
         canvas[oy : oy + rh, ox : ox + rw] = small
-        tensor = canvas * np.float32(2.0 / 255.0) - np.float32(1.0)
-        return np.ascontiguousarray(tensor.transpose(2, 0, 1)[None]), ox, oy, rw, rh
+        tensor = np.empty((1, 3, size, size), dtype=np.float32)
+        np.multiply(canvas.transpose(2, 0, 1), np.float32(2.0 / 255.0), out=tensor[0])
+        tensor -= np.float32(1.0)
+        return tensor, ox, oy, rw, rh
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an HxWx3 uint8 RGB frame, best score first, in image pixels."""
