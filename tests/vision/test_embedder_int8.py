@@ -14,6 +14,8 @@ import pytest
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.vision import models
+from devicebio.vision._ort import make_session
+from devicebio.vision.align import face_chip
 from devicebio.vision.build.resnet import build_resnet_onnx
 from devicebio.vision.build.resnet_int8 import (
     ACTIVATION_RANGES,
@@ -21,8 +23,6 @@ from devicebio.vision.build.resnet_int8 import (
     build_resnet_int8_onnx,
     quantize_resnet,
 )
-from devicebio.vision._ort import make_session
-from devicebio.vision.align import face_chip
 from devicebio.vision.embedder import Embedder
 
 pytestmark = pytest.mark.device
