@@ -848,3 +848,31 @@ def test_inputs_are_read_within_a_bound(tmp_path: Path) -> None:
     assert r.stderr.startswith("refused: malformed") and "larger than" in r.stderr, r.stderr
     r = run("inspect", tmp_path)  # a directory: the I/O exit code, not a traceback
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_serve_payment_policy_flags() -> None:
+    from verifier.cli._common import UsageError
+    from verifier.cli.main import build_parser
+    from verifier.cli.serve import _payment_policy
+    from verifier.payment import PaymentPolicy
+
+    base = [
+        "serve",
+        "--db",
+        "v.db",
+        "--rp-id",
+        "canteen.example",
+        "--origin",
+        "https://canteen.example",
+    ]
+    assert _payment_policy(build_parser().parse_args(base)) == PaymentPolicy()
+    args = build_parser().parse_args(
+        [*base, "--pay-face-limit", "10.00", "--pay-pin-limit", "none", "--pay-daily-limit",
+         "none", "--pay-currency", "JPY", "--pay-key-limit", "5000"]
+    )  # fmt: skip
+    assert _payment_policy(args) == PaymentPolicy(
+        currency="JPY", face_with_liveness="10.00", pin=None, security_key="5000",
+        daily_limit=None,
+    )  # fmt: skip
+    with pytest.raises(UsageError):
+        _payment_policy(build_parser().parse_args([*base, "--pay-pin-limit", "5,00"]))

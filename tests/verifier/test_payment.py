@@ -231,6 +231,8 @@ def test_face_above_its_limit_demands_a_step_up(till: Till) -> None:
                        lunch("25.00"))  # fmt: skip
     assert "security-key" in str(err)
     assert till.store.payment_total("alice", "EUR", 0) == 0  # nothing recorded
+    refused = [e for e in till.store.audit_events() if e[1] == "payment_refused"][-1][2]
+    assert refused["reason"] == "amount_above_method_limit" and refused["payment_id"]
     ch = till.challenge()
     ok = till.verify(till.sign(ch, lunch("25.00"), KEY), ch, lunch("25.00"))
     assert ok.assertion.method is Method.SECURITY_KEY

@@ -34,6 +34,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         admin_token=os.environ.get("VERIFIER_ADMIN_TOKEN"),
         open_registration=args.open_registration,
         limits=limits,
+        payment_policy=_payment_policy(args),
     )
     # Built here even for several workers: a bad key, store or option fails now, with its
     # exit code, and the first revocation list is published once, not raced by the workers.
@@ -80,6 +81,29 @@ def _limits(args: argparse.Namespace) -> Any:
         return Limits(**kw)
 
 
+#: serve's payment-policy flags: (flag, PaymentPolicy field); unset ones keep its defaults,
+#: "none" means the method never pays (or, for the daily limit, no daily limit).
+_PAY_FLAGS = (
+    ("--pay-currency", "currency", "ISO 4217 currency of the till's limits"),
+    ("--pay-face-limit", "face_with_liveness", "most a face with liveness approves"),
+    ("--pay-pin-limit", "pin", "most a PIN approves"),
+    ("--pay-key-limit", "security_key", "most a security key approves (the step-up)"),
+    ("--pay-daily-limit", "daily_limit", "a user's 24-hour total without step-up"),
+)
+
+
+def _payment_policy(args: argparse.Namespace) -> Any:
+    from verifier.payment import PaymentPolicy
+
+    kw: dict[str, Any] = {}
+    for flag, name, _ in _PAY_FLAGS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            kw[name] = None if value == "none" and name != "currency" else value
+    with usage_on_malformed():
+        return PaymentPolicy(**kw)
+
+
 def register_commands(command: AddCommand) -> None:
     p = command("serve", _cmd_serve, "the reference relying-party HTTP service (loopback)")
     p.add_argument("--rp-id", required=True)
@@ -104,3 +128,8 @@ def register_commands(command: AddCommand) -> None:
     )
     for flag, kind, text in _LIMIT_FLAGS:
         limits.add_argument(flag, type=kind, help=text)
+    payments = p.add_argument_group(
+        "payments", "the till's payment policy (defaults: verifier.payment.PaymentPolicy)"
+    )
+    for flag, _, text in _PAY_FLAGS:
+        payments.add_argument(flag, help=f"{text} (a decimal string, or none)")
