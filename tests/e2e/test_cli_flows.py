@@ -274,12 +274,14 @@ def test_an_enrolment_of_two_people_is_refused_without_a_distance(
 
 
 def test_pay_prints_the_transaction_first_and_the_verifier_settles_it(user: User) -> None:
+    from helpers.challenges import fixed_challenge
+
     from devicebio.protocol import b64url_encode
-    from verifier import PaymentPolicy, Purpose, SQLiteStore, issue_challenge, verify_payment
+    from verifier import PaymentPolicy, Purpose, SQLiteStore, verify_payment
     from verifier.views import receipt_json
 
     with SQLiteStore(user.db) as store:
-        ch = issue_challenge(store, user="colin", purpose=Purpose.PAYMENT).value
+        ch = fixed_challenge(store, "cli-pay", user="colin", purpose=Purpose.PAYMENT)
     args = ("pay", "--vault", user.vault, "--rp-id", RP, "--origin", ORIGIN,
             f"--challenge={b64url_encode(ch)}", "--payee", "School canteen", "--amount", "2.50",
             "--currency", "EUR", "--instrument", "Student card", "--json")  # fmt: skip

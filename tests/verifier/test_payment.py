@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.challenges import fixed_challenge
 
 from devicebio.hazmat.credentials import Credentials, UserVerification
 from devicebio.protocol import (
@@ -30,7 +31,6 @@ from verifier import (
     Reason,
     SQLiteStore,
     VerifierError,
-    issue_challenge,
     verify_assertion,
     verify_payment,
     verify_registration,
@@ -72,13 +72,13 @@ class Till:
     def __init__(self, path: Path) -> None:
         self.creds = Credentials(Vault.create(path, RawKey(b"\x35" * 32)))
         self.store = SQLiteStore()
-        ch = issue_challenge(self.store, user="alice", purpose=Purpose.REGISTER, now=NOW)
+        ch = fixed_challenge(self.store, "register", user="alice", purpose=Purpose.REGISTER)
         reg = self.creds.register(
-            rp_id=RP, origin=ORIGIN, challenge=ch.value, user_name="alice", verification=PIN
+            rp_id=RP, origin=ORIGIN, challenge=ch, user_name="alice", verification=PIN
         )
         verify_registration(
             credential=reg.to_json(),
-            expected_challenge=ch.value,
+            expected_challenge=ch,
             expected_origin=ORIGIN,
             expected_rp_id=RP,
             store=self.store,
@@ -86,9 +86,11 @@ class Till:
             now=NOW,
         )
         self.ids = iter(range(1, 1000))
+        self.labels = iter(range(1, 1000))
 
     def challenge(self, purpose: Purpose = Purpose.PAYMENT) -> bytes:
-        return issue_challenge(self.store, user="alice", purpose=purpose, now=NOW).value
+        label = f"{purpose.value}-{next(self.labels)}"
+        return fixed_challenge(self.store, label, user="alice", purpose=purpose)
 
     def sign(
         self, ch: bytes, payment: PaymentDetails | None, uv: UserVerification | None = None
@@ -264,7 +266,7 @@ def test_the_daily_total_forces_a_step_up(till: Till) -> None:
     ok = till.verify(till.sign(ch, lunch("2.00"), KEY), ch, lunch("2.00"))
     assert ok.daily_total == "30.50"
     # a day later the window has moved on
-    ch = issue_challenge(till.store, user="alice", purpose=Purpose.PAYMENT, now=NOW + 86_401).value
+    ch = till.challenge()
     till.verify(till.sign(ch, lunch("2.00")), ch, lunch("2.00"), now=NOW + 86_401)
 
 
