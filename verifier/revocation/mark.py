@@ -258,4 +258,6 @@ class MarkedStore:
 
     def __getattr__(self, name: str) -> Any:
         # atomic(), close(), audit_events(), purge_audit(), ...: whatever the backend offers.
+        if name in ("inner", "mark"):  # not yet set (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
