@@ -332,6 +332,7 @@ def test_postgres_restarted_mid_load_fails_closed_then_recovers(tmp_path: Path) 
     from helpers.postgres import PostgresServer, find_bindir, required
 
     from verifier.server import create_app, serve_in_thread
+    from verifier.server.http import Limits
 
     bindir = find_bindir()
     if bindir is None:
@@ -345,7 +346,13 @@ def test_postgres_restarted_mid_load_fails_closed_then_recovers(tmp_path: Path) 
         device = _Device(tmp_path / "vault")
         device.enrol(url, ["alice"])
         signed = device.assertions(url, "alice", 20)
-        app = create_app(db=url, rp_id=RP_ID, origin=ORIGIN, revocation_key_file=None)
+        app = create_app(
+            db=url,
+            rp_id=RP_ID,
+            origin=ORIGIN,
+            revocation_key_file=None,
+            limits=Limits(rate=1_000_000, burst=1_000_000),  # one client address; not under test
+        )
         with serve_in_thread(app) as bg:
             host, port = bg.url.removeprefix("http://").rsplit(":", 1)
 
