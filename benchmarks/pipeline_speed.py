@@ -3,10 +3,11 @@
 One run, the same frames, each pipeline in its own fresh subprocess (so that one's models,
 allocator arenas and thread pools cannot inflate the other's peak memory):
 
-* **devicebio**: ``FacePipeline(detector="fast")`` — BlazeFace (dlib's MMOD CNN only when
-  BlazeFace finds nothing), the numpy port of dlib's 5-point predictor, OpenCV alignment, and
-  the ONNX ResNet with mirror averaging (two chips per face). ``--also-accurate`` adds
-  ``detector="accurate"`` (MMOD alone).
+* **devicebio**: ``FacePipeline(detector="fast")`` — BlazeFace short range (full range only
+  when it finds nothing), the numpy port of dlib's 5-point predictor, OpenCV alignment, and
+  the int8 ONNX ResNet with mirror averaging (chip and mirror in one batch of 2).
+  ``--also-accurate`` adds ``detector="accurate"`` (MMOD alone); ``--levers`` adds the shipped
+  pipeline with one setting changed (see ``LEVERS``).
 * **dlib reference**, what ``face_recognition`` and Howdy run:
   ``dlib.get_frontal_face_detector()`` (HOG; upsample 0 here by default — face_recognition's
   default and Howdy's call use upsample 1, which is ~4x the pixels and much slower),
@@ -301,9 +302,9 @@ def _setup_dlib(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Runner,
 def _devicebio_micro(pipe: Any, read: _FrameReader, status: list[str], k: int) -> dict[str, Any]:
     """Each stage alone on up to ``k`` embedded frames, for the profile.
 
-    Uses the pipeline's parts (private attributes: a benchmark may). BlazeFace and MMOD are
-    both timed on the full 640x480 frame: MMOD is what a frame costs, on top of BlazeFace,
-    whenever BlazeFace finds no face. Embedding is timed with and without the mirror pass.
+    Uses the pipeline's parts (private attributes: a benchmark may). BlazeFace (short range)
+    and, for ``detector="accurate"``, MMOD are timed on the full 640x480 frame. Embedding is
+    timed with and without the mirror pass.
     """
     if k <= 0 or pipe is None:
         return {}
