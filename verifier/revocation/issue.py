@@ -159,21 +159,23 @@ def publish(
         _heal_from_mark(store, mark)
     for attempt in range(retry.attempts):
         now = int(clock())
-        state = store.get_revocation_state()
-        previous = None if state is None else parse_revocation_list(state[1], verify_key)
-        if entry is not None and _listed(previous, entry) is not None:
-            assert state is not None and previous is not None
-            return Publication(previous, state[1], changed=False)
-        entries = () if previous is None else previous.entries
-        rl = RevocationList(
-            issuer=issuer or (previous.issuer if previous is not None else default_issuer),
-            serial=1 if state is None else state[0] + 1,
-            this_update=now,
-            next_update=now + max(1, int(validity)),
-            entries=entries if entry is None else (*entries, entry),
-        )
-        data = sign_revocation_list(rl, key)
         try:
+            # Reading the list in force is inside the retry too: with a serial mark, another
+            # publisher may be between writing the database and raising the mark.
+            state = store.get_revocation_state()
+            previous = None if state is None else parse_revocation_list(state[1], verify_key)
+            if entry is not None and _listed(previous, entry) is not None:
+                assert state is not None and previous is not None
+                return Publication(previous, state[1], changed=False)
+            entries = () if previous is None else previous.entries
+            rl = RevocationList(
+                issuer=issuer or (previous.issuer if previous is not None else default_issuer),
+                serial=1 if state is None else state[0] + 1,
+                this_update=now,
+                next_update=now + max(1, int(validity)),
+                entries=entries if entry is None else (*entries, entry),
+            )
+            data = sign_revocation_list(rl, key)
             install_revocation_list(store, data, verify_key, now=now)
         except VerifierError as exc:
             # Another publisher installed this serial first: rebuild on top of its list
