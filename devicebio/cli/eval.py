@@ -88,6 +88,9 @@ def cmd_eval_liveness(args: argparse.Namespace) -> int:
         seed=args.seed,
         species=species,
         workers=args.workers,
+        pad={"default": None, "on": True, "off": False}[args.pad],
+        recaptures=liveness.recapture_dir(args.recaptures),
+        replay_challenges=args.replay_challenges,
     )
     if args.json_out:
         out = Path(args.json_out)
@@ -134,6 +137,22 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seed", type=int, help="reproducible challenges and attacks")
     p.add_argument("--species", help="comma-separated subset of the attack species")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument(
+        "--pad",
+        choices=["default", "on", "off"],
+        default="default",
+        help="passive PAD: the product's default, required, or active checks only",
+    )
+    p.add_argument(
+        "--recaptures",
+        help="real screen recaptures (a folder with manifest.csv; default $DEVICEBIO_RECAPTURES)",
+    )
+    p.add_argument(
+        "--replay-challenges",
+        type=int,
+        default=1,
+        help="fresh challenges each recorded session is replayed against (default 1)",
+    )
     p.add_argument("--video-dir", help="the face videos (default ../shared/data/video)")
     p.add_argument("--lfw", help="LFW folder with images/ (default ../shared/data/lfw)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the report here")

@@ -149,7 +149,7 @@ class ActiveLiveness:
         pipeline: Any,
         *,
         config: LivenessConfig | None = None,
-        detectors: Sequence[PresentationAttackDetector] = (),
+        detectors: Sequence[PresentationAttackDetector] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         threads: int | None = None,
     ) -> None:
@@ -159,6 +159,12 @@ class ActiveLiveness:
 
         self.pipeline = pipeline
         self.config = config or LivenessConfig()
+        # None: the product's default PAD (the passive MiniFASNet pair when its models are
+        # installed, see devicebio.liveness.passive.default_detectors); () runs active only.
+        if detectors is None:
+            from devicebio.liveness.passive import default_detectors
+
+            detectors = default_detectors(threads=threads)
         self.detectors = tuple(detectors)
         face = make_session(models.load_model("mp_face_landmark", cache_dir), None, threads)
         iris = make_session(models.load_model("mp_iris_landmark", cache_dir), None, threads)

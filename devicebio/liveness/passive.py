@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.liveness.results import PadVerdict
+from devicebio.liveness.results import PASSIVE_PAD_NAME, PadVerdict
 from devicebio.sources import Frame
 
 # Median fused live probability a session needs. Chosen on the same data it was measured on
@@ -27,10 +27,23 @@ from devicebio.sources import Frame
 DEFAULT_THRESHOLD: Final = 0.4
 
 
+def default_detectors(threads: int | None = None) -> tuple[PassivePadDetector, ...]:
+    """The PAD :class:`~devicebio.liveness.ActiveLiveness` runs unless told otherwise: the
+    MiniFASNet pair when its ONNX files are installed, else none (active checks only; the
+    signed claim's kind then says so). A file that is present but does not match its pin is
+    an error, never a silent downgrade."""
+    try:
+        return (PassivePadDetector(threads=threads),)
+    except DeviceBioError as exc:
+        if exc.reason is Reason.MODEL_MISSING:
+            return ()
+        raise
+
+
 class PassivePadDetector:
     """Passive presentation-attack detection over a session's frames (fails closed)."""
 
-    name = "minifasnet"
+    name = PASSIVE_PAD_NAME
 
     def __init__(
         self,

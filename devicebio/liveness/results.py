@@ -9,10 +9,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from devicebio.protocol import LIVENESS_KIND, LivenessClaim, PromptStep
+from devicebio.protocol import LIVENESS_KIND, LIVENESS_KIND_PASSIVE, LivenessClaim, PromptStep
 from devicebio.sources import Frame
 
 __all__ = ["LivenessFailure", "LivenessResult", "PadVerdict", "PresentationAttackDetector"]
+
+
+#: PassivePadDetector's name (kept here so the claim does not import the model runtime).
+PASSIVE_PAD_NAME = "minifasnet"
 
 
 class LivenessFailure(enum.StrEnum):
@@ -68,9 +72,11 @@ class LivenessResult:
     steps_done: int = 0
 
     def claim(self) -> LivenessClaim:
-        """The signed statement for the ``devicebio`` extension."""
+        """The signed statement for the ``devicebio`` extension. Its kind says which checks
+        ran: the passive MiniFASNet pair's kind only when that detector gave a verdict."""
+        passive = any(v.name == PASSIVE_PAD_NAME and v.kind == "passive" for v in self.pad)
         return LivenessClaim(
-            kind=LIVENESS_KIND,
+            kind=LIVENESS_KIND_PASSIVE if passive else LIVENESS_KIND,
             passed=self.passed,
             sequence_hash=self.sequence_hash,
             frames=min(self.frames, 100_000),

@@ -29,7 +29,9 @@ from devicebio.protocol.extension import (
 )
 from devicebio.protocol.files import atomic_write
 from devicebio.protocol.liveness_plan import (
+    CHALLENGE_BOUND_KINDS,
     LIVENESS_KIND,
+    LIVENESS_KIND_PASSIVE,
     Prompt,
     PromptStep,
     liveness_plan,
@@ -64,10 +66,12 @@ from devicebio.protocol.webauthn import (
 )
 
 __all__ = [
+    "CHALLENGE_BOUND_KINDS",
     "COSE_ALG_EDDSA",
     "DEVICEBIO_AAGUID",
     "EXTENSION_ID",
     "LIVENESS_KIND",
+    "LIVENESS_KIND_PASSIVE",
     "MAX_CREDENTIAL_ID",
     "MAX_JSON_BYTES",
     "MAX_USER_HANDLE",

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from devicebio.protocol.encoding import invalid
 
 LIVENESS_KIND = "active-challenge"
+#: The same challenge-bound prompts, plus the passive MiniFASNet pair (devicebio/models/pad,
+#: pinned by sha256 in the SDK version the extension names) run on the session's frames.
+LIVENESS_KIND_PASSIVE = "active-challenge-minifasnet"
+#: Every kind whose claim is bound to the challenge's plan (the verifier checks the hash).
+CHALLENGE_BOUND_KINDS = frozenset({LIVENESS_KIND, LIVENESS_KIND_PASSIVE})
 _PLAN_DOMAIN = b"devicebio/liveness/v1\0"
 _HASH_DOMAIN = b"devicebio/liveness-sequence/v1\0"
 # Delays are drawn in [0.4, 1.6] s in 10 ms steps: a recording made for another challenge

@@ -25,7 +25,21 @@ Attacks, each its own presentation-attack-instrument species:
 * ``replay``: a recorded genuine session (frames and timestamps) played against a fresh
   challenge;
 * ``identity_mismatch``: another person's genuine footage answering the plan correctly;
-* ``face_swap``: the enrolled person for the first prompts, another person for the rest.
+* ``face_swap``: the enrolled person for the first prompts, another person for the rest;
+* ``screen_replay``: a recorded genuine session shown on a phone screen and filmed again
+  (simulated: :mod:`.screen`), against a fresh challenge;
+* ``steered_screen_replay``: the attacker holds the enrolled person's recorded clips on a
+  screen and plays, for each prompt as it is shown, the clip that answers it (the
+  "live-steered replay"): the genuine performer's frames, each through the simulated screen.
+
+With ``recaptures`` (``--recaptures`` / ``$DEVICEBIO_RECAPTURES``: real third-party
+recaptures, docs/data-recaptures.md), each real item is also shown to the product's
+presentation-attack detectors as a session's frames (:mod:`.recaptures`, reported apart with
+the number of people, screens and sources): real recaptures carry no prompt annotation, so
+they stand for a steered replay whose active part succeeded, the attacker's best case.
+
+The liveness check is the product's own: ``ActiveLiveness`` with its default detectors (the
+passive PAD when its models are installed), or as ``pad`` says.
 
 A presentation is accepted when the liveness result passed AND the faces it sampled match
 the enrolled templates by :func:`devicebio.decision.decide` at the model's default operating
@@ -34,8 +48,10 @@ point: the decision :class:`~devicebio.authenticator.Authenticator` makes on a l
 threshold). For photo attacks the enrolled template is the photo's own
 embedding, i.e. the strongest attacker, one who holds a photo of the enrolled user.
 
-Metrics: APCER per species = accepted attacks / attack presentations of that species;
-BPCER = refused genuine sessions / genuine sessions.
+Metrics: APCER per species = accepted attacks / attack presentations of that species (in
+``apcer``; ``apcer_ci`` counts what the liveness check alone passed), IAPMR (``iapmr_ci``) =
+attacks the whole decision accepted (liveness passed AND the enrolled face matched); BPCER =
+refused genuine sessions / genuine sessions; intervals exact 95% (Clopper-Pearson).
 
 The package, one concern a module: :mod:`.annotation` (the segment file), :mod:`.footage`
 (decoded frames and the per-frame memo), :mod:`.performers` (simulated users), :mod:`.attacks`
@@ -66,6 +82,7 @@ from devicebio.evaluation.liveness.performers import (
     build_people,
     horizon,
 )
+from devicebio.evaluation.liveness.recaptures import ENV_RECAPTURES, recapture_dir
 from devicebio.evaluation.liveness.report import format_table
 from devicebio.evaluation.liveness.runner import evaluate
 
@@ -77,6 +94,7 @@ def default_video_dir() -> Path:
 
 
 __all__ = [
+    "ENV_RECAPTURES",
     "ENV_VIDEO",
     "LABELS",
     "PROMPT_LABELS",
@@ -97,4 +115,5 @@ __all__ = [
     "format_table",
     "horizon",
     "load_annotation",
+    "recapture_dir",
 ]

@@ -1,6 +1,6 @@
 """Rendered presentation attacks: a printed photo held still, trembling, or tilted on cue in
-front of a simulated camera. (Replay, identity mismatch and face swap are built from the
-performers' real footage by the runner.)"""
+front of a simulated camera. (Replay, identity mismatch, face swap and the two screen
+replays, through :mod:`.screen`, are built from the performers' real footage by the runner.)"""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ SPECIES = (
     "replay",
     "identity_mismatch",
     "face_swap",
+    "screen_replay",
+    "steered_screen_replay",
 )
+SCREEN_SPECIES = ("screen_replay", "steered_screen_replay")
 PHOTO_SPECIES = ("still_photo", "moving_photo", "rotated_photo")
 PHOTO_FPS = 30.0
 CANVAS = (480, 640)  # height, width of the simulated camera for photo attacks

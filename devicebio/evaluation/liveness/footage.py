@@ -82,8 +82,8 @@ class RememberingLiveness(ActiveLiveness):
     the session logic) still runs on every frame.
     """
 
-    def __init__(self, pipeline: Any, cache: FrameCache) -> None:
-        super().__init__(pipeline)
+    def __init__(self, pipeline: Any, cache: FrameCache, detectors: Any = None) -> None:
+        super().__init__(pipeline, detectors=detectors)
         self._cache = cache
         self._measured: dict[tuple[int, bool], FrameMeasure | None] = {}
         self._embedded: dict[int, np.ndarray | None] = {}

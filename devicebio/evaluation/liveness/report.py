@@ -20,13 +20,15 @@ from devicebio.evaluation.machine import describe_machine
 class Tally:
     presented: int = 0
     accepted: int = 0
+    live: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     durations: list[float] = field(default_factory=list)
     accepted_durations: list[float] = field(default_factory=list)
 
-    def add(self, accepted: bool, reason: str, duration: float) -> None:
+    def add(self, accepted: bool, reason: str, duration: float, live: bool = False) -> None:
         self.presented += 1
         self.accepted += int(accepted)
+        self.live += int(live)
         self.reasons[reason] += 1
         self.durations.append(duration)
         if accepted:
@@ -41,6 +43,7 @@ class Outcome:
     reason: str
     duration_s: float
     redraws: int = 0
+    live: bool = False  # the liveness check alone passed it (the APCER of the PAD subsystem)
 
 
 def summarise(
@@ -54,15 +57,19 @@ def summarise(
     workers: int,
     decode_s: float | None,
     started: float,
+    pad: Sequence[str] = (),
+    real_recaptures: dict[str, Any] | None = None,
+    replay_challenges: int = 1,
 ) -> dict[str, Any]:
     """The report of one run (``started``: its ``time.perf_counter()`` at the start)."""
     from devicebio import decision
+    from devicebio.evaluation import metrics
 
     tallies: dict[str, Tally] = {"genuine": Tally(), **{s: Tally() for s in species}}
     per_person: dict[str, Tally] = {}
     redraws: Counter[str] = Counter()
     for o in outcomes:
-        tallies[o.kind].add(o.accepted, o.reason, o.duration_s)
+        tallies[o.kind].add(o.accepted, o.reason, o.duration_s, o.live)
         redraws[o.kind] += o.redraws
         if o.kind == "genuine":
             per_person.setdefault(o.person, Tally()).add(o.accepted, o.reason, o.duration_s)
@@ -80,6 +87,14 @@ def summarise(
             else None
         ),
         "apcer": {s: rate(tallies[s]) for s in species},
+        # the same with exact 95% intervals: APCER counts what the liveness check passed,
+        # IAPMR what the whole decision accepted (liveness AND the enrolled face matched)
+        "bpcer_ci": metrics.rate(genuine.presented - genuine.accepted, genuine.presented),
+        "apcer_ci": {s: metrics.rate(tallies[s].live, tallies[s].presented) for s in species},
+        "iapmr_ci": {s: metrics.rate(tallies[s].accepted, tallies[s].presented) for s in species},
+        "pad": list(pad),
+        "real_recaptures": real_recaptures,
+        "replay_challenges": replay_challenges,
         "apcer_max": max((r for s in species if (r := rate(tallies[s])) is not None), default=None),
         "sessions": {k: t.presented for k, t in tallies.items()},
         "accepted": {k: t.accepted for k, t in tallies.items()},
@@ -145,5 +160,30 @@ def format_table(report: dict[str, Any]) -> str:
     med = report.get("genuine_duration_s_median")
     if med is not None:
         lines.append(f"median genuine session: {med:.2f} s")
+    ci = report.get("iapmr_ci") or {}
+    for key, r in ci.items():
+        if r.get("trials"):
+            lo, hi = r["ci95"]
+            lines.append(
+                f"{key}: IAPMR {r['errors']}/{r['trials']} [{lo:.2%}, {hi:.2%}], liveness "
+                f"passed {report['apcer_ci'][key]['errors']}/{r['trials']}"
+            )
+    b = report.get("bpcer_ci") or {}
+    if b.get("trials"):
+        lines.append(f"BPCER {b['errors']}/{b['trials']} [{b['ci95'][0]:.2%}, {b['ci95'][1]:.2%}]")
+    lines.append(f"PAD: {', '.join(report.get('pad') or ['none (active checks only)'])}")
+    real = report.get("real_recaptures")
+    if real:
+        for label in ("bona_fide", "screen_replay", "print"):
+            g = real.get(label)
+            if not g:
+                continue
+            r = g.get("bpcer") or g.get("apcer")
+            name = "BPCER" if label == "bona_fide" else "APCER"
+            lines.append(
+                f"real {label}: {name} {r['errors']}/{r['trials']} "
+                f"[{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}] ({g['people']} people, "
+                f"{g['screens']} screens, {g['sources']} sources; anecdote)"
+            )
     lines.append(f"run time: {report['seconds_total']:.0f} s")
     return "\n".join(lines)

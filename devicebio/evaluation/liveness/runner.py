@@ -18,7 +18,12 @@ from devicebio.evaluation.liveness.annotation import (
     check_annotation,
     load_annotation,
 )
-from devicebio.evaluation.liveness.attacks import PHOTO_SPECIES, SPECIES, PhotoAttack
+from devicebio.evaluation.liveness.attacks import (
+    PHOTO_SPECIES,
+    SCREEN_SPECIES,
+    SPECIES,
+    PhotoAttack,
+)
 from devicebio.evaluation.liveness.footage import FrameCache, RememberingLiveness
 from devicebio.evaluation.liveness.performers import (
     Performer,
@@ -27,7 +32,7 @@ from devicebio.evaluation.liveness.performers import (
     prompt_labels,
 )
 from devicebio.evaluation.liveness.report import Outcome, summarise
-from devicebio.sources import StaticFrames
+from devicebio.sources import Frame, StaticFrames
 
 
 def identity_ok(embeddings: np.ndarray, templates: np.ndarray, policy: Any) -> bool:
@@ -47,6 +52,8 @@ class Bench:
         lfw_dir: Path,
         annotation: Path,
         seed: int | None,
+        pad: bool | None = None,
+        replay_challenges: int = 1,
         pipeline: Any = None,
         liveness: Any = None,
     ) -> None:
@@ -55,13 +62,14 @@ class Bench:
 
         self.policy = decision.Policy.of()
         self.seed = seed
+        self.replay_challenges = replay_challenges  # fresh challenges per recorded session
         self.lfw_dir = lfw_dir
         ann = load_annotation(annotation)
         self.pipe = pipeline or FacePipeline()
         t0 = time.perf_counter()
         self.cache = FrameCache(video_dir, ann)
         self.decode_s = time.perf_counter() - t0
-        self.live = liveness or RememberingLiveness(self.pipe, self.cache)
+        self.live = liveness or RememberingLiveness(self.pipe, self.cache, detectors_for(pad))
         self.people = build_people(ann)
         self.complete = sorted(n for n, p in self.people.items() if p.complete)
         # every plan has a head turn: anyone with neutral footage and both turns takes part
@@ -147,7 +155,8 @@ class Bench:
             accepted, reason = False, "identity_mismatch"
         else:
             accepted, reason = True, "accepted"
-        return Outcome(kind, person, accepted, reason, float(result.duration_s), redraws)
+        duration = float(result.duration_s)
+        return Outcome(kind, person, accepted, reason, duration, redraws, bool(result.passed))
 
     # ---- one task ------------------------------------------------------------------------
 
@@ -166,14 +175,19 @@ class Bench:
                     )
                 )
             else:  # a replay with no genuine run to record from: record one now
-                self.live.run(user, c, on_prompt=user.on_prompt)
+                self._record(user, c)
             if replay or kind == "replay":
-                # the recording, exactly as the camera delivered it, against a fresh challenge
+                # the recording, exactly as the camera delivered it, against fresh challenges
                 images = [self.cache.get(*r) for r in user.record]
-                frames = StaticFrames(images, timestamps=user.stamps).frames()
-                fresh = self._challenge(rng)
-                out.append(self._present("replay", name, frames, None, self.templates[name], fresh))
+                for _ in range(self.replay_challenges):
+                    frames = StaticFrames(images, timestamps=user.stamps).frames()
+                    fresh = self._challenge(rng)
+                    out.append(
+                        self._present("replay", name, frames, None, self.templates[name], fresh)
+                    )
             return out
+        if kind in SCREEN_SPECIES:
+            return [self._screen(kind, rng)]
         if kind in PHOTO_SPECIES:
             from devicebio.protocol import liveness_plan
 
@@ -199,11 +213,55 @@ class Bench:
             self._present(kind, victim, user, user.on_prompt, self.templates[victim], c, redrawn)
         ]
 
+    def _record(self, user: Performer, challenge: bytes) -> None:
+        """Run a session only to record the performer's camera frames for a replay: the
+        active checks drive the prompts; the PAD's verdict would be thrown away unread."""
+        saved = self.live.detectors
+        self.live.detectors = ()
+        try:
+            self.live.run(user, challenge, on_prompt=user.on_prompt)
+        finally:
+            self.live.detectors = saved
+
+    def _screen(self, kind: str, rng: np.random.Generator) -> Outcome:
+        """A screen recapture of the enrolled person's own footage (see the package doc)."""
+        from devicebio.evaluation.liveness.screen import ScreenRecapture
+
+        name = self._pick(rng)
+        c, plan, redrawn = self._fitting(rng, self._answers(name))
+        user = Performer(self.cache, self.people[name], rng, horizon(plan))
+        screen = ScreenRecapture(rng)
+        enrolled = self.templates[name]
+        if kind == "steered_screen_replay":
+            # the attacker answers each prompt as it is shown, with the victim's own clip
+            steered = (Frame(screen.render(f.rgb, f.timestamp), f.timestamp) for f in user)
+            return self._present(kind, name, steered, user.on_prompt, enrolled, c, redrawn)
+        # plain: a recording made for another challenge, played through the screen
+        self._record(user, c)
+        fresh = self._challenge(rng)
+        shown = (
+            Frame(screen.render(self.cache.get(*ref), t), t)
+            for ref, t in zip(user.record, user.stamps, strict=True)
+        )
+        return self._present(kind, name, shown, None, enrolled, fresh)
+
+
+def detectors_for(pad: bool | None) -> Any:
+    """None: the product's default PAD (ActiveLiveness decides); False: active checks only;
+    True: the passive PAD, which must then be installed."""
+    if pad is None:
+        return None
+    if not pad:
+        return ()
+    from devicebio.liveness.passive import PassivePadDetector
+
+    return (PassivePadDetector(),)
+
 
 _WORKER: dict[str, Bench] = {}
 
 
-def _worker_init(args: tuple[Path, Path, Path, int | None], threads: int) -> None:
+def _worker_init(args: tuple[Any, ...], threads: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     from devicebio.vision.pipeline import FacePipeline
 
@@ -227,16 +285,22 @@ def evaluate(
     progress: bool = True,
     pipeline: Any = None,
     liveness: Any = None,
+    pad: bool | None = None,
+    recaptures: Path | None = None,
+    replay_challenges: int = 1,
 ) -> dict[str, Any]:
     """Run the evaluation; returns the report (see the module doc).
 
     ``workers`` > 1 runs presentations in that many processes (each decodes the footage once
-    and loads its own models); results do not depend on it when ``seed`` is given."""
+    and loads its own models); results do not depend on it when ``seed`` is given.
+    ``pad``: see :func:`detectors_for`. ``recaptures``: a folder of real recaptures to show
+    the same detectors (:mod:`.recaptures`). ``replay_challenges``: each recorded session is
+    replayed against that many fresh challenges (the replay species' cost is the recording)."""
     started = time.perf_counter()
     unknown = set(species) - set(SPECIES)
     if unknown:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, f"unknown species {sorted(unknown)}")
-    if sessions < 0 or attacks < 0 or workers < 1:
+    if sessions < 0 or attacks < 0 or workers < 1 or replay_challenges < 1:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "sizes must be >= 0, workers >= 1")
     ann = load_annotation(annotation)
     problems = check_annotation(ann, video_dir)
@@ -249,7 +313,11 @@ def evaluate(
     jobs += [("replay", 100_000 + i, True) for i in range(sessions, replays)]
     for n, kind in enumerate(s for s in species if s != "replay"):
         jobs += [(kind, (n + 1) * 1_000_000 + i, False) for i in range(attacks)]
-    total = sessions + replays + attacks * len([s for s in species if s != "replay"])
+    total = (
+        sessions
+        + replays * replay_challenges
+        + attacks * len([s for s in species if s != "replay"])
+    )
 
     bar: Any = None
     if progress:
@@ -257,10 +325,11 @@ def evaluate(
 
         bar = tqdm(total=total, desc="presentations", unit="pres")
     outcomes: list[Outcome] = []
-    args = (video_dir, lfw_dir, annotation, seed)
+    args = (video_dir, lfw_dir, annotation, seed, pad, replay_challenges)
     if workers == 1:
         bench = Bench(*args, pipeline=pipeline, liveness=liveness)
         decode_s, people, complete, cast = bench.decode_s, bench.people, bench.complete, bench.cast
+        detectors = bench.live.detectors
         for job in jobs:
             got = bench.task(*job)
             outcomes += got
@@ -274,6 +343,10 @@ def evaluate(
         complete = sorted(n for n, p in probe.items() if p.complete)
         cast = sorted(n for n, p in probe.items() if p.can_answer(["turn_left", "turn_right"]))
         decode_s = None  # each worker decodes its own copy
+        from devicebio.liveness.passive import default_detectors
+
+        chosen = detectors_for(pad)
+        detectors = default_detectors() if chosen is None else chosen
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("fork").Pool(workers, _worker_init, (args, threads)) as pool:
             for got in pool.imap_unordered(_worker_task, jobs, chunksize=1):
@@ -283,6 +356,12 @@ def evaluate(
     if bar is not None:
         bar.close()
 
+    real = None
+    if recaptures is not None and detectors:
+        from devicebio.evaluation.liveness.recaptures import real_recaptures
+        from devicebio.vision.pipeline import FacePipeline
+
+        real = real_recaptures(recaptures, pipeline or FacePipeline(), detectors)
     return summarise(
         outcomes,
         species=species,
@@ -293,4 +372,7 @@ def evaluate(
         workers=workers,
         decode_s=decode_s,
         started=started,
+        pad=[str(getattr(d, "name", type(d).__name__)) for d in detectors],
+        real_recaptures=real,
+        replay_challenges=replay_challenges,
     )
