@@ -21,13 +21,20 @@ LIVENESS_KIND = "active-challenge"
 LIVENESS_KIND_PASSIVE = "active-challenge-minifasnet"
 #: Every kind whose claim is bound to the challenge's plan (the verifier checks the hash).
 CHALLENGE_BOUND_KINDS = frozenset({LIVENESS_KIND, LIVENESS_KIND_PASSIVE})
-_PLAN_DOMAIN = b"devicebio/liveness/v1\0"
-_HASH_DOMAIN = b"devicebio/liveness-sequence/v1\0"
-# Delays are drawn in [0.4, 1.6] s in 10 ms steps: a recording made for another challenge
-# cannot line its responses up with a fresh plan's prompts.
+# v2 (issue 13): v1's five steps with a 3 s window wider than its 2 s delay spread let a
+# recording answer about 1 fresh plan in 1,500 (docs/evaluation.md, "replay odds"); v2's six
+# steps, 0.4-3.0 s delays and a 2.5 s window make it about 1 in 17,000.
+_PLAN_DOMAIN = b"devicebio/liveness/v2\0"
+_HASH_DOMAIN = b"devicebio/liveness-sequence/v2\0"
+# Delays in 10 ms steps: a recording lines its responses up with a fresh plan's prompts only
+# when every fresh delay falls within (window - min reaction) of the recorded one.
 _DELAY_MIN_MS = 400
-_DELAY_STEPS = 201  # delays 0.4-2.4 s: a recording rarely lines up with a fresh plan
-_WINDOW_MS = 3000
+_DELAY_STEPS = 261  # delays 0.4-3.0 s
+# The response must cross its threshold within this of its prompt: the slowest genuine
+# response measured on the shared footage took 1.94 s (zub's 15 fps turns); a window wider
+# than the delay spread would let the delays bind nothing.
+_WINDOW_MS = 2500
+DEFAULT_STEPS = 6
 _MAX_STEPS = 16
 _MAX_CHALLENGE = 1024
 
@@ -62,14 +69,15 @@ def _check_challenge(challenge: object) -> bytes:
     return bytes(challenge)
 
 
-def liveness_plan(challenge: bytes, *, steps: int = 5) -> tuple[PromptStep, ...]:
+def liveness_plan(challenge: bytes, *, steps: int = DEFAULT_STEPS) -> tuple[PromptStep, ...]:
     """The prompt sequence for ``challenge``: deterministic, so the verifier recomputes it.
 
-    Five steps by default: with four, a fresh plan repeated a recorded session's prompt order
-    about 1% of the time (measured), which is the whole of a replay attack's chance; five
-    steps and delays spread over 2 s make that both rarer and a timing mismatch likelier.
+    Six steps by default: a replayed recording passes only if a fresh plan repeats its prompt
+    order (1 in 970 for six steps; 1 in 322 for v1's five) AND every fresh delay lets its
+    recorded response land inside the fresh window (about 1 in 18 for six steps); see
+    docs/evaluation.md for the computation.
 
-    Drawn from SHA-256("devicebio/liveness/v1\\0" || challenge) (expanded by counter); no
+    Drawn from SHA-256("devicebio/liveness/v2\\0" || challenge) (expanded by counter); no
     prompt twice in a row, and at least one head turn (the flat-surface parallax test needs
     one) whenever ``steps`` >= 2.
     """
