@@ -8,12 +8,19 @@ decision.
 Defaults (change them per RP, per transaction type)::
 
     method          liveness passed   assurance
-    face            yes               strong
+    face            yes               moderate     per kind: no kind is strong by default
     face            no                moderate     (refused when require_liveness)
     security-key    -                 strong
     pin             -                 weaker
     recovery        -                 recovery     -> re-enrol the user's face / keys
     (UV flag unset, allowed only with require_user_verification=False)  none
+
+A liveness kind is graded STRONG by default only once its measured attack acceptance against
+screen replays meets the targets (steered screen replay IAPMR <= 7%, plain screen replay
+APCER <= 1%, each on real recaptures; docs/evaluation.md). Neither kind does today: RGB
+prompts alone are beaten by a steered screen replay, and the passive PAD's real-recapture
+evidence is 5 attack items (an anecdote). An RP that accepts that evidence opts in, e.g.
+``Policy(face_with_liveness={"active-challenge-minifasnet": Assurance.STRONG})``.
 
 Stricter is: fewer ``accepted_methods``, ``require_liveness=True``, lower assurance values,
 a ``known_models`` set.
@@ -36,10 +43,14 @@ from __future__ import annotations
 import enum
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from devicebio.protocol import (
+    CHALLENGE_BOUND_KINDS,
     LIVENESS_KIND,
+    LIVENESS_KIND_PASSIVE,
     DevicebioExtension,
     LivenessClaim,
     Method,
@@ -61,7 +72,12 @@ _ASSURANCE_FIELDS = (
 )
 
 #: Liveness kinds whose claims this verifier can check against the challenge.
-KNOWN_LIVENESS_KINDS = frozenset({LIVENESS_KIND})
+KNOWN_LIVENESS_KINDS = CHALLENGE_BOUND_KINDS
+#: The default assurance per known kind (see the module doc for why neither is strong).
+DEFAULT_LIVENESS_ASSURANCE = {
+    LIVENESS_KIND: "moderate",  # steered screen replays beat it (issue 13: 42 of 100)
+    LIVENESS_KIND_PASSIVE: "moderate",  # targets not shown on real recaptures yet
+}
 # Canonical spellings: revocation lists match model ids and SDK versions exactly.
 _MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._:@+-]{0,127}")
 _SDK_RE = re.compile(r"[0-9][0-9a-z.+-]{0,63}")
@@ -94,14 +110,17 @@ class Policy:
       liveness and are not affected; remove them from ``accepted_methods`` to refuse them.
     - ``known_models``: when set, a face verification must name one of these model ids
       exactly (``EXTENSION_INVALID``).
-    - ``face_with_liveness`` ... ``recovery``: the assurance each case earns.
+    - ``face_with_liveness``: the assurance of a face verification with passed liveness,
+      per liveness kind (a mapping kind -> Assurance; kinds left out keep their default), or
+      one Assurance for every known kind.
+    - ``face_without_liveness`` ... ``recovery``: the assurance each case earns.
     """
 
     accepted_methods: frozenset[Method] = frozenset(Method)
     require_user_verification: bool = True
     require_liveness: bool = False
     known_models: frozenset[str] | None = None
-    face_with_liveness: Assurance = Assurance.STRONG
+    face_with_liveness: Any = None  # normalised to a sorted tuple of (kind, Assurance)
     face_without_liveness: Assurance = Assurance.MODERATE
     pin: Assurance = Assurance.WEAKER
     security_key: Assurance = Assurance.STRONG
@@ -124,7 +143,8 @@ class Policy:
             ):
                 raise VerifierError(Reason.MALFORMED, "known_models must be canonical model ids")
             object.__setattr__(self, "known_models", frozenset(self.known_models))
-        for name in _ASSURANCE_FIELDS:
+        object.__setattr__(self, "face_with_liveness", _per_kind(self.face_with_liveness))
+        for name in _ASSURANCE_FIELDS[1:]:
             try:
                 object.__setattr__(self, name, Assurance(getattr(self, name)))
             except ValueError:
@@ -134,13 +154,18 @@ class Policy:
         """The assurance this policy grants to ``method`` with ``liveness`` (no acceptance
         check; see :meth:`check`). Only a passed claim of a known kind counts as liveness."""
         if method is Method.FACE:
-            live = liveness.passed and liveness.kind in KNOWN_LIVENESS_KINDS
-            return self.face_with_liveness if live else self.face_without_liveness
+            if liveness.passed and liveness.kind in KNOWN_LIVENESS_KINDS:
+                return self.liveness_assurance(liveness.kind)
+            return self.face_without_liveness
         if method is Method.PIN:
             return self.pin
         if method is Method.SECURITY_KEY:
             return self.security_key
         return self.recovery
+
+    def liveness_assurance(self, kind: str) -> Assurance:
+        """The assurance a passed liveness claim of ``kind`` earns (a known kind)."""
+        return dict(self.face_with_liveness)[kind]
 
     def check(self, extension: DevicebioExtension, *, challenge: bytes) -> Assurance:
         """Refuse what this policy does not accept, and any claim that does not hold up for
@@ -173,7 +198,7 @@ class Policy:
         if self.known_models is not None and model not in self.known_models:
             raise VerifierError(Reason.EXTENSION_INVALID, "the face model is not one this RP knows")
         claim = extension.liveness
-        if not claim.passed or claim.kind != LIVENESS_KIND:
+        if not claim.passed or claim.kind not in CHALLENGE_BOUND_KINDS:
             return
         # A passed challenge-bound claim is checked whatever the policy: a wrong one is a
         # replayed or forged result, never merely "no liveness".
@@ -188,3 +213,23 @@ class Policy:
             raise VerifierError(
                 Reason.LIVENESS_IMPLAUSIBLE, "too few frames examined for this challenge's prompts"
             )
+
+
+def _per_kind(value: Any) -> tuple[tuple[str, Assurance], ...]:
+    """``face_with_liveness`` as a hashable, sorted (kind, Assurance) tuple over every known
+    kind: None = the defaults, one Assurance = that for every kind, a mapping = overrides."""
+    chosen: dict[str, Any] = dict(DEFAULT_LIVENESS_ASSURANCE)
+    if isinstance(value, str | Assurance):
+        chosen = dict.fromkeys(chosen, value)
+    elif isinstance(value, Mapping | tuple):
+        value = dict(value)
+        unknown = set(value) - set(chosen)
+        if unknown:
+            raise VerifierError(Reason.MALFORMED, "face_with_liveness names an unknown kind")
+        chosen |= dict(value)
+    elif value is not None:
+        raise VerifierError(Reason.MALFORMED, "face_with_liveness is not an Assurance")
+    try:
+        return tuple(sorted((k, Assurance(v)) for k, v in chosen.items()))
+    except ValueError:
+        raise VerifierError(Reason.MALFORMED, "face_with_liveness is not an Assurance") from None

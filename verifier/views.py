@@ -94,7 +94,7 @@ def policy_json(policy: Policy) -> dict[str, Any]:
         "require_user_verification": policy.require_user_verification,
         "require_liveness": policy.require_liveness,
         "assurance": {
-            "face_with_liveness": policy.face_with_liveness.value,
+            "face_with_liveness": {k: a.value for k, a in policy.face_with_liveness},
             "face_without_liveness": policy.face_without_liveness.value,
             "pin": policy.pin.value,
             "security_key": policy.security_key.value,
@@ -165,7 +165,9 @@ def _how(method: Method, liveness: LivenessClaim) -> str:
 
 def _strong_options(policy: Policy) -> list[str]:
     options: list[tuple[Method, Assurance, str]] = [
-        (Method.FACE, policy.face_with_liveness, "face with liveness"),
+        (Method.FACE, a, f"face with liveness ({kind})") for kind, a in policy.face_with_liveness
+    ]
+    options += [
         (Method.SECURITY_KEY, policy.security_key, "a security key"),
         (Method.PIN, policy.pin, "PIN"),
     ]
