@@ -49,7 +49,8 @@ VECTORS = Path(__file__).parent / "vectors"
 EXTENSION = json.loads((VECTORS / "devicebio-extension-v1.json").read_text())
 REVOCATION = json.loads((VECTORS / "revocation-list-v1.json").read_text())
 VAULT = json.loads((VECTORS / "vault-v1.json").read_text())
-KAT = json.loads((VECTORS / "webauthn-kat-v2.json").read_text())
+KAT = json.loads((VECTORS / "webauthn-kat-v3.json").read_text())
+KAT_V2 = json.loads((VECTORS / "webauthn-kat-v2.json").read_text())
 PAYMENT = json.loads((VECTORS / "payment-v1.json").read_text())
 PROVENANCE_KEYS = {
     "generated_by",
@@ -82,7 +83,7 @@ def _from_jsonable(obj: Any) -> Any:
     ids=["ext", "rl", "vault", "webauthn", "payment"],
 )
 def test_every_vector_file_says_where_it_came_from(vec: dict[str, Any]) -> None:
-    assert vec["format_version"] == (2 if vec is KAT else 1)
+    assert vec["format_version"] == (3 if vec is KAT else 1)
     assert set(vec["provenance"]) >= PROVENANCE_KEYS
     assert vec["description"]
 
@@ -832,3 +833,25 @@ def test_payment_amounts_convert_exactly(case: dict[str, Any]) -> None:
     from devicebio.protocol import Amount
 
     assert Amount("EUR", case["value"]).micros == case["micros"]
+
+
+def test_kat_v2_is_retired_its_face_claims_hash_v1_plans() -> None:
+    """webauthn-kat-v2.json stays to show what liveness plan v2 (issue 13) did to old claims:
+    its bytes still parse, but its passed face registration hashes a v1 plan, so it is refused
+    with liveness_mismatch whatever the policy."""
+    assert KAT_V2["format_version"] == 2
+    reg = KAT_V2["registration"]
+    challenge = bytes.fromhex(reg["challenge_hex"])
+    store = SQLiteStore()
+    store.insert_challenge(challenge, KAT_V2["user"], Purpose.REGISTER.value, 1e12)
+    with pytest.raises(VerifierError) as err:
+        verify_registration(
+            credential=reg["credential"],
+            expected_challenge=challenge,
+            expected_origin=KAT_V2["origin"],
+            expected_rp_id=KAT_V2["rp_id"],
+            store=store,
+            user=KAT_V2["user"],
+            user_handle=bytes.fromhex(KAT_V2["user_handle_hex"]),
+        )
+    assert err.value.reason is VReason.LIVENESS_MISMATCH

@@ -626,7 +626,7 @@ def webauthn_kat_vectors() -> dict[str, Any]:
     reg_challenge, reg_json, reg_bytes = registration()
     positives = []
     for label, counter, ext, expect in (
-        ("assertion-face-liveness", 1, face_live, ("face", "strong", True)),
+        ("assertion-face-liveness", 1, face_live, ("face", "moderate", True)),
         ("assertion-face-no-liveness", 2, face_flat, ("face", "moderate", False)),
         ("assertion-pin", 3, pin, ("pin", "weaker", False)),
     ):
@@ -838,17 +838,19 @@ def webauthn_kat_vectors() -> dict[str, Any]:
     ]
     return {
         "description": (
-            "WebAuthn known answers v2, fully deterministic: a registration (packed "
+            "WebAuthn known answers v3, fully deterministic: a registration (packed "
             "self-attestation, EdDSA) and assertions signed with a PUBLISHED Ed25519 seed, "
             "RP example.com / https://example.com. Each positive must be rebuilt byte for "
             "byte and verified; each negative must be refused by verifier.verify_registration "
             "/ verify_assertion with the given verifier Reason. Negative assertions are "
             "checked against a store holding the registration and the three positive "
             "assertions (stored sign count 3). Never use this seed for anything real. "
-            "v2 replaces v1, whose passed liveness claims named a plan of no challenge in "
-            "particular: a verifier now refuses those (liveness_mismatch) whatever its policy."
+            "v2 replaced v1, whose passed liveness claims named a plan of no challenge in "
+            "particular: a verifier refuses those (liveness_mismatch) whatever its policy. "
+            "v3 replaces v2 for liveness plan v2 (six prompts, 0.4-3.0 s delays, 2.5 s "
+            "window; issue 13): v2's claims hash v1 plans and are refused likewise."
         ),
-        "format_version": 2,
+        "format_version": 3,
         "provenance": provenance("tests/vectors/_generate.py webauthn_kat_vectors()", True),
         "rp_id": RP_ID,
         "origin": ORIGIN,
@@ -1367,7 +1369,7 @@ def main(argv: list[str] | None = None) -> int:
         "extension": ("devicebio-extension-v1.json", extension_vectors),
         "revocation": ("revocation-list-v1.json", revocation_vectors),
         "vault": ("vault-v1.json", vault_vectors),
-        "webauthn": ("webauthn-kat-v2.json", webauthn_kat_vectors),
+        "webauthn": ("webauthn-kat-v3.json", webauthn_kat_vectors),
         "payment": ("payment-v1.json", payment_vectors),
     }
     unknown = set(args.only) - set(makers)

@@ -158,7 +158,7 @@ def test_assertion_verifies_and_counter_is_stored(dev):
         assert result.new_sign_count == expected
         assert dev.store.get_credential(dev.reg.credential_id).sign_count == expected
     assert result.credential_id == dev.reg.credential_id and result.user == "alice"
-    assert result.method is Method.FACE and result.assurance is Assurance.STRONG
+    assert result.method is Method.FACE and result.assurance is Assurance.MODERATE
     assert result.liveness == live_claim(ch) and result.model == MODEL and result.user_verified
     assert not result.re_enrol_required
     assert [e for _, e, _ in dev.store.audit_events()].count("assertion_verified") == 3
@@ -167,7 +167,7 @@ def test_assertion_verifies_and_counter_is_stored(dev):
 @pytest.mark.parametrize(
     ("verification", "assurance"),
     [
-        (FACE, Assurance.STRONG),
+        (FACE, Assurance.MODERATE),  # active-only liveness: moderate by default (issue 13)
         (FACE_NO_LIVENESS, Assurance.MODERATE),
         (PIN, Assurance.WEAKER),
         (SECURITY_KEY, Assurance.STRONG),

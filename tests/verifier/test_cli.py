@@ -555,7 +555,7 @@ def test_end_to_end_register_verify_revoke(db: Path, key: tuple[Path, str], tmp_
     r = _verify(db, device)
     assert r.returncode == 0, r.stderr + r.stdout
     out = json.loads(r.stdout)
-    assert out["user"] == "alice" and out["sign_count"] == 1 and out["assurance"] == "strong"
+    assert out["user"] == "alice" and out["sign_count"] == 1 and out["assurance"] == "moderate"
 
     # Replaying the very same assertion: its challenge is spent.
     text, value = _challenge(db, "authenticate")

@@ -14,12 +14,14 @@ from test_assertion import MODEL, PIN, Device
 from devicebio.hazmat.credentials import UserVerification
 from devicebio.protocol import (
     LIVENESS_KIND,
+    LIVENESS_KIND_PASSIVE,
     LivenessClaim,
     Method,
     liveness_plan,
     liveness_sequence_hash,
+    minimum_frames,
 )
-from verifier import Assurance, Policy, Reason
+from verifier import Assurance, Policy, Reason, VerifierError
 
 REQUIRE = Policy(require_liveness=True)
 
@@ -32,8 +34,10 @@ def dev(tmp_path: Path) -> Device:
 def _bound(challenge: bytes, *, passed: bool = True, kind: str = LIVENESS_KIND) -> UserVerification:
     """A face verification whose liveness ran the plan of ``challenge`` (``passed=False``:
     a device that signs anyway, so only the verifier's check stands in the way)."""
-    digest = liveness_sequence_hash(challenge, liveness_plan(challenge))
-    return UserVerification(Method.FACE, LivenessClaim(kind, passed, digest, 120), MODEL, True)
+    plan = liveness_plan(challenge)
+    digest = liveness_sequence_hash(challenge, plan)
+    frames = minimum_frames(plan) + 40
+    return UserVerification(Method.FACE, LivenessClaim(kind, passed, digest, frames), MODEL, True)
 
 
 def _no_liveness() -> UserVerification:
@@ -43,7 +47,8 @@ def _no_liveness() -> UserVerification:
 def test_liveness_bound_to_the_challenge_is_accepted(dev) -> None:
     ch = dev.challenge()
     result = dev.verify(dev.assert_(ch, _bound(ch)).to_json(), ch, policy=REQUIRE)
-    assert result.method is Method.FACE and result.assurance is Assurance.STRONG
+    # active-only liveness is moderate by default (issue 13: steered screen replays beat it)
+    assert result.method is Method.FACE and result.assurance is Assurance.MODERATE
     assert result.liveness.sequence_hash == liveness_sequence_hash(ch, liveness_plan(ch))
 
 
@@ -154,4 +159,33 @@ def test_known_models_pins_the_model(dev) -> None:
     dev.refused(Reason.EXTENSION_INVALID, dev.assert_(ch, _bound(ch)).to_json(), ch, policy=policy)
     ch = dev.challenge()
     ok = Policy(known_models=frozenset({MODEL}))
-    assert dev.verify(dev.assert_(ch, _bound(ch)).to_json(), ch, policy=ok).assurance == "strong"
+    assert dev.verify(dev.assert_(ch, _bound(ch)).to_json(), ch, policy=ok).assurance == "moderate"
+
+
+def test_no_liveness_kind_is_strong_by_default_and_an_rp_opts_in_per_kind(dev) -> None:
+    """Neither kind has met the screen-replay targets on real recaptures (docs/evaluation.md),
+    so both are moderate by default; an RP that accepts the evidence grades one kind up, and
+    the passive kind's claim is checked against the challenge exactly like the active one."""
+    for kind in (LIVENESS_KIND, LIVENESS_KIND_PASSIVE):
+        ch = dev.challenge()
+        result = dev.verify(dev.assert_(ch, _bound(ch, kind=kind)).to_json(), ch)
+        assert result.assurance is Assurance.MODERATE and result.liveness.kind == kind
+    opt_in = Policy(face_with_liveness={LIVENESS_KIND_PASSIVE: Assurance.STRONG})
+    ch = dev.challenge()
+    strong = dev.verify(
+        dev.assert_(ch, _bound(ch, kind=LIVENESS_KIND_PASSIVE)).to_json(), ch, policy=opt_in
+    )
+    assert strong.assurance is Assurance.STRONG
+    ch = dev.challenge()
+    active = dev.verify(dev.assert_(ch, _bound(ch)).to_json(), ch, policy=opt_in)
+    assert active.assurance is Assurance.MODERATE
+    old = dev.challenge()
+    ch = dev.challenge()
+    dev.refused(
+        Reason.LIVENESS_MISMATCH,
+        dev.assert_(ch, _bound(old, kind=LIVENESS_KIND_PASSIVE)).to_json(),
+        ch,
+        policy=opt_in,
+    )
+    with pytest.raises(VerifierError):
+        Policy(face_with_liveness={"made-up-check": Assurance.STRONG})

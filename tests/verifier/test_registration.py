@@ -154,7 +154,7 @@ def test_registration_is_verified_and_stored(creds, store):
     assert result.user == "alice"
     assert result.device_id == reg.device_id
     assert result.method is Method.FACE and result.liveness.passed
-    assert result.assurance is Assurance.STRONG and result.user_verified
+    assert result.assurance is Assurance.MODERATE and result.user_verified
     assert result.aaguid == protocol.DEVICEBIO_AAGUID
     stored = store.get_credential(reg.credential_id)
     assert stored == result.record
@@ -170,7 +170,7 @@ def test_registration_is_verified_and_stored(creds, store):
 
 @pytest.mark.parametrize(
     ("verification", "assurance"),
-    [(FACE, Assurance.STRONG), (FACE_NO_LIVENESS, Assurance.MODERATE), (PIN, Assurance.WEAKER)],
+    [(FACE, Assurance.MODERATE), (FACE_NO_LIVENESS, Assurance.MODERATE), (PIN, Assurance.WEAKER)],
 )
 def test_assurance_follows_the_policy(creds, store, verification, assurance):
     ch = _challenge(store)
