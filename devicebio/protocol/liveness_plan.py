@@ -23,7 +23,7 @@ LIVENESS_KIND_PASSIVE = "active-challenge-minifasnet"
 CHALLENGE_BOUND_KINDS = frozenset({LIVENESS_KIND, LIVENESS_KIND_PASSIVE})
 # v2 (issue 13): v1's five steps with a 3 s window wider than its 2 s delay spread let a
 # recording answer about 1 fresh plan in 1,500 (docs/evaluation.md, "replay odds"); v2's six
-# steps, 0.4-3.0 s delays and a 2.5 s window make it about 1 in 17,000.
+# steps, 0.4-3.0 s delays and a 2.5 s window make it about 1 in 18,000.
 _PLAN_DOMAIN = b"devicebio/liveness/v2\0"
 _HASH_DOMAIN = b"devicebio/liveness-sequence/v2\0"
 # Delays in 10 ms steps: a recording lines its responses up with a fresh plan's prompts only
@@ -74,7 +74,7 @@ def liveness_plan(challenge: bytes, *, steps: int = DEFAULT_STEPS) -> tuple[Prom
 
     Six steps by default: a replayed recording passes only if a fresh plan repeats its prompt
     order (1 in 970 for six steps; 1 in 322 for v1's five) AND every fresh delay lets its
-    recorded response land inside the fresh window (about 1 in 18 for six steps); see
+    recorded response land inside the fresh window (about 1 in 19 for six steps); see
     docs/evaluation.md for the computation.
 
     Drawn from SHA-256("devicebio/liveness/v2\\0" || challenge) (expanded by counter); no

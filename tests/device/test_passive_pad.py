@@ -12,6 +12,7 @@ import pytest
 
 from devicebio.errors import DeviceBioError, Reason
 from devicebio.liveness.passive import PassivePadDetector
+from devicebio.protocol import LIVENESS_KIND, LIVENESS_KIND_PASSIVE
 from devicebio.sources import Frame
 
 cv2 = pytest.importorskip("cv2", reason="the passive PAD needs the [device] extra")
@@ -122,3 +123,41 @@ def test_a_genuine_session_passes_with_the_passive_pad(pipeline, video_dir: Path
     (verdict,) = result.pad
     assert verdict.passed and verdict.name == "minifasnet" and verdict.kind == "passive"
     assert verdict.detail.endswith(f"; {detector.max_frames} frames")
+    assert result.claim().kind == LIVENESS_KIND_PASSIVE
+
+
+def test_the_product_default_is_the_passive_pad_when_its_models_are_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ActiveLiveness runs default_detectors() unless told otherwise: the MiniFASNet pair when
+    its files are there; none when they are absent (the claim then says active-only); a file
+    that is there but not the pinned one is an error, never a quiet downgrade."""
+    import shutil
+
+    from devicebio.liveness.passive import default_detectors
+    from devicebio.vision import pad
+
+    shipped = pad.PAD_DIR
+    (found,) = default_detectors(threads=1)
+    assert isinstance(found, PassivePadDetector)
+    monkeypatch.setattr(pad, "PAD_DIR", tmp_path)
+    assert default_detectors(threads=1) == ()
+    for source in pad.PAD_MODELS.values():
+        shutil.copy(shipped / f"{source.name}.onnx", tmp_path)
+    assert len(default_detectors(threads=1)) == 1
+    name = next(iter(pad.PAD_MODELS.values())).name
+    (tmp_path / f"{name}.onnx").write_bytes(b"not the pinned model")
+    with pytest.raises(DeviceBioError) as err:
+        default_detectors(threads=1)
+    assert err.value.reason is Reason.MODEL_HASH_MISMATCH
+
+
+def test_the_claim_kind_names_the_checks_that_ran() -> None:
+    from devicebio.liveness import LivenessResult, PadVerdict
+
+    def result(*verdicts: PadVerdict) -> LivenessResult:
+        return LivenessResult(True, None, (), b"\x00" * 32, 10, 1.0, np.zeros((0, 128)), verdicts)
+
+    assert result().claim().kind == LIVENESS_KIND
+    assert result(PadVerdict("ir-sensor", True, "hardware")).claim().kind == LIVENESS_KIND
+    assert result(PadVerdict("minifasnet", True, "passive")).claim().kind == LIVENESS_KIND_PASSIVE
