@@ -303,7 +303,19 @@ class Demo:
         vault = Vault.create(self.workdir / "vault-t", PassphraseKey("demo: use a prompt"))
         Pin(vault).set(PIN)
         pipeline = FacePipeline()
-        live = ActiveLiveness(pipeline)
+
+        class Reporting(ActiveLiveness):
+            """The product's liveness check (default PAD included), keeping its last result
+            so the demo can say which check refused (the Authenticator's outcome says only
+            "liveness failed", on purpose: an attacker learns nothing from it)."""
+
+            last: Any = None
+
+            def run(self, *args: Any, **kwargs: Any) -> Any:
+                self.last = super().run(*args, **kwargs)
+                return self.last
+
+        live = Reporting(pipeline)
         auth = Authenticator(vault, pipeline=pipeline, liveness=live, on_prompt=camera.on_prompt)
         ch = rp.challenge("t", "register")
         reg = auth.register_with_pin(PIN, user_name="t", rp_id=RP_ID, origin=ORIGIN, challenge=ch)
@@ -345,6 +357,32 @@ class Demo:
         got = "refused" if result.assertion is None else "accepted"
         self.record("photo of T held up", "refused", got,
                     f"device: {result.outcome.message}; nothing sent")  # fmt: skip
+
+        # T's own recorded clips on a phone screen held up to the camera, steered to answer
+        # each prompt as it appears (simulated recapture: devicebio.evaluation.liveness.screen).
+        # The prompts are answered; the passive PAD reads the screen in the image.
+        from devicebio.evaluation.liveness.screen import ScreenRecapture
+        from devicebio.sources import Frame
+
+        screen = ScreenRecapture(np.random.default_rng(0))
+        ch = rp.challenge("t", "authenticate")
+        clips = camera.session("tvl", ch)  # T's recorded clips, played as each prompt appears
+
+        class OnScreen:
+            def frames(self) -> Any:
+                return (Frame(screen.render(f.rgb, f.timestamp), f.timestamp)
+                        for f in clips.frames())  # fmt: skip
+
+            def close(self) -> None:
+                pass
+
+        result = auth.authenticate("t", OnScreen(), rp_id=RP_ID, origin=ORIGIN, challenge=ch)
+        got = "refused" if result.assertion is None else "accepted"
+        checks = [f"{v.name} {'passed' if v.passed else 'refused'}" for v in live.last.pad]
+        self.record("T's video on a phone, steered", "refused", got,
+                    f"device: {result.outcome.message}; check: {live.last.reason}; prompts "
+                    f"answered {live.last.steps_done}/{len(live.last.plan)}; PAD: "
+                    f"{', '.join(checks) or 'none ran'}; nothing sent")  # fmt: skip
 
     def face_round(self, auth: Any, rp: RelyingParty, frames: Any) -> dict[str, Any]:
         ch = rp.challenge("alice", "authenticate")
