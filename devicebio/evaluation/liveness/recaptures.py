@@ -73,7 +73,7 @@ def real_recaptures(folder: Path, pipeline: Any, detectors: Sequence[Any]) -> di
         raise DeviceBioError(
             Reason.INVALID_ARGUMENT, f"no readable manifest.csv in {folder}: {exc.strerror}"
         ) from None
-    items = []
+    items: list[dict[str, Any]] = []
     for row in rows:
         frames = item_frames(folder / row["file"])
         faces = []
@@ -88,7 +88,7 @@ def real_recaptures(folder: Path, pipeline: Any, detectors: Sequence[Any]) -> di
     for label in sorted({i["label"] for i in items}):
         group = [i for i in items if i["label"] == label]
         bona = label == "bona_fide"
-        wrong = sum((not i["passed"]) if bona else i["passed"] for i in group)
+        wrong = sum(bool(i["passed"]) != bona for i in group)
         out[label] = {
             "items": len(group),
             "people": len({i["person"] for i in group}),

@@ -177,6 +177,6 @@ class ScreenRecapture:
             borderMode=cv2.BORDER_TRANSPARENT,
             dst=self._room_for(h, w).copy(),
         ).astype(np.float32)
-        out = cv2.GaussianBlur(out, (0, 0), lk.blur)
-        out += self.rng.normal(0.0, lk.noise, size=out.shape).astype(np.float32)
-        return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
+        blurred = np.asarray(cv2.GaussianBlur(out, (0, 0), lk.blur), np.float32)
+        blurred += self.rng.normal(0.0, lk.noise, size=blurred.shape).astype(np.float32)
+        return np.ascontiguousarray(np.clip(blurred, 0, 255).astype(np.uint8))
