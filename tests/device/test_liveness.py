@@ -92,8 +92,13 @@ def genuine_session(
     """A live user answering ``plan``: neutral, then per step wait out the prompt's delay
     (plus a 0.2 s reaction time) and perform the real segment."""
     out = _neutral(frames, 0.6)
-    for n, step in enumerate(plan):
-        out += _neutral(frames, step.delay_s + 0.2, start=7 * n)
+    for step in plan:
+        # every wait ends on the same neutral frame, so each splice into a response segment is
+        # the same cut (a cut from elsewhere in the ping-pong is a jump no camera makes, and
+        # optical flow across it can lose the points the parallax test follows)
+        n = max(1, math.ceil((step.delay_s + 0.2) * FPS))
+        last = NEUTRAL[0][1] - 1 - NEUTRAL[0][0]  # the forward pass's last frame
+        out += _neutral(frames, step.delay_s + 0.2, start=last - (n - 1))
         for a, b in SEGMENTS[step.prompt]:
             out += [frames[i] for i in range(a, b)]
     out += _neutral(frames, 0.5, start=3)
@@ -147,10 +152,10 @@ def test_plan_is_deterministic_and_well_formed() -> None:
         challenge = n.to_bytes(8, "big") * 4
         plan = liveness_plan(challenge)
         assert plan == liveness_plan(challenge)
-        assert len(plan) == 5
+        assert len(plan) == 6  # plan v2 (issue 13): six prompts
         assert all(a.prompt is not b.prompt for a, b in itertools.pairwise(plan))
         assert any(s.prompt in (Prompt.TURN_LEFT, Prompt.TURN_RIGHT) for s in plan)
-        assert all(0.4 <= s.delay_s <= 2.4 and s.window_s == 3.0 for s in plan)
+        assert all(0.4 <= s.delay_s <= 3.0 and s.window_s == 2.5 for s in plan)
         seen_first.add(plan[0].prompt)
     assert seen_first == set(Prompt)
 
@@ -167,7 +172,7 @@ def test_sequence_hash_binds_challenge_and_plan() -> None:
     assert len(h) == 32 and h == liveness_sequence_hash(a, list(plan_a))
     assert h != liveness_sequence_hash(b, plan_a)  # same plan, other challenge
     assert h != liveness_sequence_hash(a, liveness_plan(b))  # same challenge, other plan
-    changed = (PromptStep(plan_a[0].prompt, plan_a[0].delay_s + 0.01, 3.0), *plan_a[1:])
+    changed = (PromptStep(plan_a[0].prompt, plan_a[0].delay_s + 0.01, 2.5), *plan_a[1:])
     assert h != liveness_sequence_hash(a, changed)  # one delay 10 ms off
 
 
@@ -533,3 +538,15 @@ def test_readme_quickstart_runs_as_written(
         policy=Policy(require_liveness=True),
     )
     assert verified.method.value == "face" and verified.liveness.passed
+
+
+def test_plan_v2_spreads_delays_wider_than_the_window_binds() -> None:
+    """The replay fix (issue 13): a recorded response lands in a fresh window only when the
+    fresh delay is within (window - min reaction) of the recorded one, so the delays must be
+    spread wider than that for the timing to bind anything (v1: 3 s window, 2 s spread)."""
+    from devicebio.liveness import LivenessConfig
+
+    delays = {liveness_plan(n.to_bytes(4, "big") * 8)[0].delay_s for n in range(3000)}
+    window = liveness_plan(b"x")[0].window_s
+    assert min(delays) == 0.4 and max(delays) == 3.0
+    assert max(delays) - min(delays) > window - LivenessConfig().min_reaction_s
