@@ -51,7 +51,7 @@ REVOCATION = json.loads((VECTORS / "revocation-list-v1.json").read_text())
 VAULT = json.loads((VECTORS / "vault-v1.json").read_text())
 KAT = json.loads((VECTORS / "webauthn-kat-v3.json").read_text())
 KAT_V2 = json.loads((VECTORS / "webauthn-kat-v2.json").read_text())
-PAYMENT = json.loads((VECTORS / "payment-v1.json").read_text())
+PAYMENT = json.loads((VECTORS / "payment-v2.json").read_text())
 PROVENANCE_KEYS = {
     "generated_by",
     "generated_at",
@@ -83,7 +83,7 @@ def _from_jsonable(obj: Any) -> Any:
     ids=["ext", "rl", "vault", "webauthn", "payment"],
 )
 def test_every_vector_file_says_where_it_came_from(vec: dict[str, Any]) -> None:
-    assert vec["format_version"] == (3 if vec is KAT else 1)
+    assert vec["format_version"] == {id(KAT): 3, id(PAYMENT): 2}.get(id(vec), 1)
     assert set(vec["provenance"]) >= PROVENANCE_KEYS
     assert vec["description"]
 
@@ -744,7 +744,7 @@ def test_revocation_list_refuses_the_kat_device() -> None:
     assert info.value.reason is VReason.REVOKED
 
 
-# -- payments (Secure Payment Confirmation), payment-v1.json ---------------------------------
+# -- payments (Secure Payment Confirmation), payment-v2.json ---------------------------------
 
 
 def _payment_store() -> SQLiteStore:

@@ -986,7 +986,7 @@ def payment_vectors() -> dict[str, Any]:
 
     accepted = [
         {**assertion("face-2.50", 1, lunch), "expected_payment": lunch.to_json(),
-         "expect": {"method": "face", "assurance": "strong", "amount_micros": 2_500_000}},
+         "expect": {"method": "face", "assurance": "moderate", "amount_micros": 2_500_000}},
         {**assertion("pin-2.50", 2, lunch, Method.PIN), "expected_payment": lunch.to_json(),
          "expect": {"method": "pin", "assurance": "weaker", "amount_micros": 2_500_000}},
     ]  # fmt: skip
@@ -1035,10 +1035,11 @@ def payment_vectors() -> dict[str, Any]:
         )
     ]
     return {
-        "format_version": 1,
+        "format_version": 2,
         "description": "Secure Payment Confirmation (payment.get) assertions and payment members"
         " (docs/protocol.md, payments): byte-exact positives from a published seed, the"
-        " refusals a till must give, malformed members and amount conversions",
+        " refusals a till must give, malformed members and amount conversions. v2: face claims"
+        " bound to liveness plan v2 (issue 13), which a verifier requires; v1's are refused",
         "provenance": provenance("payment_vectors", deterministic=True),
         "rp_id": rp_id,
         "origin": origin,
@@ -1370,7 +1371,7 @@ def main(argv: list[str] | None = None) -> int:
         "revocation": ("revocation-list-v1.json", revocation_vectors),
         "vault": ("vault-v1.json", vault_vectors),
         "webauthn": ("webauthn-kat-v3.json", webauthn_kat_vectors),
-        "payment": ("payment-v1.json", payment_vectors),
+        "payment": ("payment-v2.json", payment_vectors),
     }
     unknown = set(args.only) - set(makers)
     if unknown:
