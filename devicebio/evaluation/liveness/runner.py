@@ -261,9 +261,7 @@ def detectors_for(pad: bool | None) -> Any:
 _WORKER: dict[str, Bench] = {}
 
 
-def _worker_init(
-    args: tuple[Path, Path, Path, int | None, bool | None, int], threads: int
-) -> None:
+def _worker_init(args: tuple[Path, Path, Path, int | None, bool | None, int], threads: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     from devicebio.vision.pipeline import FacePipeline
 
