@@ -134,7 +134,9 @@ def test_face_with_liveness_pays_and_is_recorded(till: Till) -> None:
     receipt = receipt_json(ok.record)
     assert receipt["amount"] == "2.50" and receipt["currency"] == "EUR"
     assert receipt["audit_id"] == ok.payment_id and receipt["method"] == "face"
-    assert receipt["payee"] == "School canteen" and receipt["assurance"] == "strong"
+    assert (
+        receipt["payee"] == "School canteen" and receipt["assurance"] == "moderate"
+    )  # issue 13 default
     stored = till.store.get_payment(ok.payment_id)
     assert stored == ok.record and stored.amount_micros == 2_500_000
     assert json.loads(stored.payment) == lunch().to_json()

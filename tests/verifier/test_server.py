@@ -598,7 +598,7 @@ def test_merchant_request_verify_receipt_mismatch_replay_step_up(
     assert r.status_code == 200, r.text
     receipt = r.json()["receipt"]
     assert receipt["audit_id"] == req["request_id"] and receipt["amount"] == "2.50"
-    assert receipt["method"] == "face" and receipt["assurance"] == "strong"
+    assert receipt["method"] == "face" and receipt["assurance"] == "moderate"
     r = client.get(f"/pay/receipt/{req['request_id']}", headers=AUTH)
     assert r.status_code == 200 and r.json()["receipt"] == receipt
     assert client.get(f"/pay/receipt/{req['request_id']}").status_code == 401
