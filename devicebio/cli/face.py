@@ -131,13 +131,18 @@ def open_frames(args: argparse.Namespace) -> Any:
     return open_source(args.source)
 
 
-def authenticate_face(args: argparse.Namespace, vault: Any) -> int:
+def face_session(args: argparse.Namespace, vault: Any) -> tuple[Any, Any]:
+    """The Authenticator and frame source of a face ceremony (sign-in or payment); liveness
+    is on by default for a live camera."""
     if not args.user or not args.source:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "--method face needs --user and --source")
     if args.liveness is None:
         args.liveness = args.source == "camera" or args.source.startswith("camera:")
-    auth = face_authenticator(vault, args, liveness=args.liveness)
-    source = open_frames(args)
+    return face_authenticator(vault, args, liveness=args.liveness), open_frames(args)
+
+
+def authenticate_face(args: argparse.Namespace, vault: Any) -> int:
+    auth, source = face_session(args, vault)
     try:
         result = auth.authenticate(
             args.user,

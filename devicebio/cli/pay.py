@@ -11,7 +11,7 @@ from typing import Any
 
 from devicebio.cli.common import add_command, challenge_bytes, open_vault, rp_args, vault_args
 from devicebio.cli.exits import EXIT_OK, EXIT_REFUSED
-from devicebio.cli.face import _fallback_proof, face_authenticator, open_frames
+from devicebio.cli.face import _fallback_proof, face_session
 from devicebio.errors import DeviceBioError, Reason, protocol_errors
 from devicebio.fallback import Fallback
 
@@ -72,12 +72,7 @@ def cmd_pay(args: argparse.Namespace) -> int:
             **where,
         )
         return _print(args, payment, assertion)
-    if not args.user or not args.source:
-        raise DeviceBioError(Reason.INVALID_ARGUMENT, "--method face needs --user and --source")
-    if args.liveness is None:
-        args.liveness = args.source == "camera" or args.source.startswith("camera:")
-    auth = face_authenticator(vault, args, liveness=args.liveness)
-    source = open_frames(args)
+    auth, source = face_session(args, vault)
     try:
         result = auth.authorize_payment(
             args.user, source, payment=payment, on_transaction=_show, **where
