@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from devicebio.liveness.active import ActiveLiveness, FrameMeasure, LivenessConfig
+from devicebio.liveness.passive import PassivePadDetector, default_detectors
 from devicebio.liveness.results import (
     LivenessFailure,
     LivenessResult,
@@ -26,5 +27,7 @@ __all__ = [
     "LivenessFailure",
     "LivenessResult",
     "PadVerdict",
+    "PassivePadDetector",
     "PresentationAttackDetector",
+    "default_detectors",
 ]

@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from verifier.errors import VerifierError
-from verifier.server import create_app, serve_in_thread
-from verifier.server.http import Limits, TokenBuckets
+pytest.importorskip("starlette", reason="the server tests need the [server] extra")
+httpx = pytest.importorskip("httpx", reason="the server tests need the [test] extra")
+
+from verifier.errors import VerifierError  # noqa: E402
+from verifier.server import create_app, serve_in_thread  # noqa: E402
+from verifier.server.http import Limits, TokenBuckets  # noqa: E402
 
 RP_ID = "example.com"
 ORIGIN = "https://example.com"

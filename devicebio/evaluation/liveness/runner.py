@@ -253,7 +253,7 @@ def detectors_for(pad: bool | None) -> Any:
         return None
     if not pad:
         return ()
-    from devicebio.liveness.passive import PassivePadDetector
+    from devicebio.liveness import PassivePadDetector
 
     return (PassivePadDetector(),)
 
@@ -343,7 +343,7 @@ def evaluate(
         complete = sorted(n for n, p in probe.items() if p.complete)
         cast = sorted(n for n, p in probe.items() if p.can_answer(["turn_left", "turn_right"]))
         decode_s = None  # each worker decodes its own copy
-        from devicebio.liveness.passive import default_detectors
+        from devicebio.liveness import default_detectors
 
         chosen = detectors_for(pad)
         detectors = default_detectors() if chosen is None else chosen
