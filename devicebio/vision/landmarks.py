@@ -120,7 +120,12 @@ class ShapePredictor5:
         self._idx2 = np.ascontiguousarray(feats[..., 1].reshape(cascades, trees * splits))
         self._leaves = arrays.leaves.reshape(cascades, trees * (splits + 1), 2 * parts)
         self._tree_base = np.arange(trees, dtype=np.intp) * splits
-        self._leaf_base = np.arange(trees, dtype=np.intp) * (splits + 1) - splits
+        self._leaf_base = np.arange(trees, dtype=np.intp) * (splits + 1)
+        # Every tree has the same complete shape, so the leaf a tree reaches is one function
+        # of its split outcomes: pack them into an integer and look the leaf up, instead of
+        # walking the trees level by level (a third of the predictor's time).
+        self._bit_weights = (1 << np.arange(splits, dtype=np.int32)).astype(np.int32)
+        self._leaf_of_bits = _leaf_table(splits, self._depth)
         # Per level: where each feature's anchor x and y sit in the shape vector, (2, F).
         anchors = arrays.anchors.astype(np.intp) * 2
         self._anchor_xy = np.stack([anchors, anchors + 1], axis=1)
@@ -173,7 +178,6 @@ class ShapePredictor5:
         channels = 1 if img.ndim == 2 else 3
         shape = self._mean.copy()
         acc = np.empty((self._trees + 1, shape.shape[0]), dtype=np.float32)
-        node = np.empty_like(self._tree_base)
         for level in range(self._cascades):
             # Feature pixels: offsets turned by the mean->current similarity and added to their
             # anchor landmark, in float32 like dlib; then onto the image in float64.
@@ -186,14 +190,11 @@ class ShapePredictor5:
             feats = _grey_at(pixels, channels, pix[0], pix[1], width, height)
             # Every split's test of the level at once, then walk all trees down together.
             go_left = (feats[self._idx1[level]] - feats[self._idx2[level]]) > self._thresh[level]
-            node.fill(0)
-            for _ in range(self._depth):
-                step = go_left[self._tree_base + node]
-                node *= 2
-                node += 2
-                node -= step
+            bits = go_left.reshape(self._trees, self._splits).view(np.uint8) @ self._bit_weights
+            leaf = self._leaf_of_bits[bits]
+            leaf += self._leaf_base
             acc[0] = shape
-            np.take(self._leaves[level], self._leaf_base + node, axis=0, out=acc[1:])
+            np.take(self._leaves[level], leaf, axis=0, out=acc[1:])
             # Reducing along the first axis adds row after row, the order in which dlib adds
             # the trees' outputs, so the float32 sums come out bit-identical.
             shape = np.add.reduce(acc, axis=0)
@@ -202,6 +203,20 @@ class ShapePredictor5:
         if not subpixel:
             out = np.floor(out + 0.5)
         return out.astype(np.float32)
+
+
+def _leaf_table(splits: int, depth: int) -> np.ndarray:
+    """Leaf index reached for every pattern of split outcomes of one complete tree.
+
+    Bit n of the pattern is node n's test (1 = go left). Node n's children are 2n+1 (left)
+    and 2n+2 (right), as in dlib; leaves are numbered from 0 after the ``splits`` nodes.
+    """
+    patterns = np.arange(1 << splits, dtype=np.int64)
+    node = np.zeros_like(patterns)
+    for _ in range(depth):
+        left = (patterns >> node) & 1
+        node = 2 * node + 2 - left
+    return (node - splits).astype(np.intp)
 
 
 def _grey_at(
