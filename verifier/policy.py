@@ -54,9 +54,7 @@ from devicebio.protocol import (
     DevicebioExtension,
     LivenessClaim,
     Method,
-    liveness_plan,
-    liveness_sequence_hash,
-    minimum_frames,
+    liveness_expectation,
 )
 
 from .errors import Reason, VerifierError, protocol_errors
@@ -203,13 +201,12 @@ class Policy:
         # A passed challenge-bound claim is checked whatever the policy: a wrong one is a
         # replayed or forged result, never merely "no liveness".
         with protocol_errors():
-            plan = liveness_plan(challenge)
-            expected = liveness_sequence_hash(challenge, plan)
+            expected, frames_needed = liveness_expectation(challenge)
         if claim.sequence_hash is None or not hmac.compare_digest(claim.sequence_hash, expected):
             raise VerifierError(
                 Reason.LIVENESS_MISMATCH, "liveness was not performed for this challenge's prompts"
             )
-        if claim.frames < minimum_frames(plan):
+        if claim.frames < frames_needed:
             raise VerifierError(
                 Reason.LIVENESS_IMPLAUSIBLE, "too few frames examined for this challenge's prompts"
             )

@@ -64,6 +64,12 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(bytes(data)).rstrip(b"=").decode("ascii")
 
 
+# Canonical base64url ends on a character whose unused low bits are zero: with 2 characters
+# in the last group 4 bits are unused, with 3 characters 2 bits.
+_B64URL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+_B64URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
 def b64url_decode(text: str) -> bytes:
     """Strict base64url: URL alphabet only, no padding, canonical trailing bits.
 
@@ -73,15 +79,18 @@ def b64url_decode(text: str) -> bytes:
     """
     if not isinstance(text, str):
         malformed("base64url value must be a string")
-    if len(text) % 4 == 1 or _B64URL_RE.fullmatch(text) is None:
+    rem = len(text) % 4
+    if rem == 1 or _B64URL_RE.fullmatch(text) is None:
         malformed("not canonical unpadded base64url")
+    if rem and text[-1] not in _B64URL_LAST[rem]:
+        malformed("not canonical unpadded base64url")
+    # The alphabet is checked above, so the standard decoder sees only its own characters.
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_base64(
+            text.encode("ascii").translate(_B64URL_TO_STD) + b"=="[: (4 - rem) % 4]
+        )
     except (binascii.Error, ValueError):
         malformed("not canonical unpadded base64url")
-    if b64url_encode(data) != text:
-        malformed("not canonical unpadded base64url")
-    return data
 
 
 def as_bytes(data: object, what: str) -> bytes:
@@ -109,6 +118,127 @@ def canonical_cbor(obj: Any) -> bytes:
     if _text_keyed(obj):
         return cbor2.dumps(obj, canonical=True)
     return cbor.encode(obj)
+
+
+class _Fallback(Exception):
+    """Inside :func:`decode_canonical`: leave this input to the reference check."""
+
+
+# Deeper nesting than this goes to the reference check, whose own recursion bounds it, so
+# the single-pass reader never accepts what decode + re-encode would have refused.
+_MAX_FAST_DEPTH = 32
+# The smallest value each additional-information width may carry in canonical form.
+_MIN_FOR_WIDTH = {25: 0x100, 26: 0x10000, 27: 0x100000000}
+_WIDTH = {25: 2, 26: 4, 27: 8}
+
+
+def _read(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    fb = data[pos]
+    pos += 1
+    major, ai = fb >> 5, fb & 31
+    if major == 7:
+        if fb == 0xF5:
+            return True, pos
+        if fb == 0xF4:
+            return False, pos
+        malformed("CBOR simple value, float or null is not allowed")
+    if ai < 24:
+        n = ai
+    elif ai == 24:
+        n = data[pos]
+        pos += 1
+        if n < 24:
+            malformed("CBOR head is not minimal")
+    elif ai <= 27:
+        width = _WIDTH[ai]
+        end = pos + width
+        if end > len(data):
+            malformed("CBOR head truncated")
+        n = int.from_bytes(data[pos:end], "big")
+        pos = end
+        if n < _MIN_FOR_WIDTH[ai]:
+            malformed("CBOR head is not minimal")
+    else:
+        malformed("CBOR indefinite length or reserved head")
+    if major == 0:
+        return n, pos
+    if major == 1:
+        return -1 - n, pos
+    if major == 2 or major == 3:
+        end = pos + n
+        if end > len(data):
+            malformed("CBOR string truncated")
+        if major == 2:
+            return data[pos:end], end
+        try:
+            return data[pos:end].decode("utf-8"), end
+        except UnicodeDecodeError:
+            malformed("CBOR text is not UTF-8")
+    if major == 6:
+        malformed("CBOR tags are not allowed")
+    if depth >= _MAX_FAST_DEPTH:
+        raise _Fallback
+    if major == 4:
+        items = []
+        for _ in range(n):
+            item, pos = _read(data, pos, depth + 1)
+            items.append(item)
+        return items, pos
+    # major 5: a map. Text keys only on this path, each encoding strictly after the one
+    # before in canonical order (shorter first, then bytewise), so no duplicates either.
+    out: dict[str, Any] = {}
+    previous = b""
+    for _ in range(n):
+        start = pos
+        if data[pos] >> 5 != 3:
+            raise _Fallback
+        key, pos = _read(data, pos, depth + 1)
+        encoded = data[start:pos]
+        if len(encoded) < len(previous) or (len(encoded) == len(previous) and encoded <= previous):
+            malformed("CBOR map keys are not in canonical order")
+        previous = encoded
+        out[key], pos = _read(data, pos, depth + 1)
+    return out, pos
+
+
+def _reference_decode(raw: bytes) -> Any:
+    # The rule the single-pass reader implements: fido2's decoder, then a canonical
+    # re-encode that must give back exactly the received bytes.
+    obj = cbor.decode(raw)
+    if canonical_cbor(obj) != raw:
+        malformed("CBOR is not canonical")
+    return obj
+
+
+def decode_canonical(data: bytes) -> Any:
+    """Decode ``data``, one CTAP2-canonical CBOR item with nothing after it, in one pass.
+
+    Accepts exactly what python-fido2's decoder followed by a canonical re-encode equal to
+    the input accepts (a property test holds the two equal): definite lengths, minimal
+    heads, integers, byte and UTF-8 text strings, arrays, maps with keys in canonical order
+    and no duplicates, ``true``/``false``; never floats, tags, ``null`` or trailing bytes.
+    A map with a non-text key, or nesting deeper than 32, takes the reference path (decode,
+    re-encode, compare) instead. Anything else: ``ProtocolError(MALFORMED_DATA)``.
+    """
+    raw = bytes(data)
+    try:
+        obj, end = _read(raw, 0, 0)
+    except _Fallback:
+        return _wrapped_reference(raw)
+    except IndexError:
+        malformed("CBOR truncated")
+    if end != len(raw):
+        malformed("trailing bytes after CBOR")
+    return obj
+
+
+def _wrapped_reference(raw: bytes) -> Any:
+    try:
+        return _reference_decode(raw)
+    except ProtocolError:
+        raise
+    except Exception as exc:
+        raise ProtocolError(ProtocolReason.MALFORMED_DATA, f"CBOR: {type(exc).__name__}") from exc
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -69,6 +69,32 @@ def _check_challenge(challenge: object) -> bytes:
     return bytes(challenge)
 
 
+_TURNS = frozenset({Prompt.TURN_LEFT, Prompt.TURN_RIGHT})
+# The prompts allowed after each prompt (none twice in a row), in _PROMPTS order.
+_CHOICES: dict[Prompt | None, tuple[Prompt, ...]] = {
+    prev: tuple(p for p in _PROMPTS if p is not prev) for prev in (None, *_PROMPTS)
+}
+
+
+def _plan_ms(data: bytes, steps: int) -> tuple[tuple[Prompt, int], ...]:
+    """The plan as (prompt, delay in ms) pairs: the one derivation both
+    :func:`liveness_plan` and :func:`liveness_expectation` read."""
+    seed = hashlib.sha256(_PLAN_DOMAIN + data).digest()
+    for attempt in range(256):
+        stream = hashlib.sha256(seed + struct.pack(">I", attempt)).digest()
+        stream += hashlib.sha256(stream).digest()
+        plan: list[tuple[Prompt, int]] = []
+        previous: Prompt | None = None
+        for i in range(steps):
+            pick, delay = stream[2 * i], stream[2 * i + 1] * 256 + stream[32 + i]
+            choices = _CHOICES[previous]
+            previous = choices[pick % len(choices)]
+            plan.append((previous, _DELAY_MIN_MS + delay % _DELAY_STEPS * 10))
+        if steps < 2 or any(prompt in _TURNS for prompt, _ in plan):
+            return tuple(plan)
+    raise AssertionError("unreachable: 256 draws without a head turn")  # pragma: no cover
+
+
 def liveness_plan(challenge: bytes, *, steps: int = DEFAULT_STEPS) -> tuple[PromptStep, ...]:
     """The prompt sequence for ``challenge``: deterministic, so the verifier recomputes it.
 
@@ -84,23 +110,11 @@ def liveness_plan(challenge: bytes, *, steps: int = DEFAULT_STEPS) -> tuple[Prom
     data = _check_challenge(challenge)
     if type(steps) is not int or not 1 <= steps <= _MAX_STEPS:
         invalid(f"steps must be an int in 1..{_MAX_STEPS}")
-    seed = hashlib.sha256(_PLAN_DOMAIN + data).digest()
-    for attempt in range(256):
-        stream = hashlib.sha256(seed + struct.pack(">I", attempt)).digest()
-        stream += hashlib.sha256(stream).digest()
-        plan: list[PromptStep] = []
-        previous: Prompt | None = None
-        for i in range(steps):
-            pick, delay = stream[2 * i], stream[2 * i + 1] * 256 + stream[32 + i]
-            choices = [p for p in _PROMPTS if p is not previous]
-            prompt = choices[pick % len(choices)]
-            delay_ms = _DELAY_MIN_MS + delay % _DELAY_STEPS * 10
-            plan.append(PromptStep(prompt, delay_ms / 1000.0, _WINDOW_MS / 1000.0))
-            previous = prompt
-        turns = {Prompt.TURN_LEFT, Prompt.TURN_RIGHT}
-        if steps < 2 or any(s.prompt in turns for s in plan):
-            return tuple(plan)
-    raise AssertionError("unreachable: 256 draws without a head turn")  # pragma: no cover
+    window_s = _WINDOW_MS / 1000.0
+    return tuple(
+        PromptStep(prompt, delay_ms / 1000.0, window_s)
+        for prompt, delay_ms in _plan_ms(data, steps)
+    )
 
 
 #: The slowest camera a session may run on. A passed claim that examined fewer frames than
@@ -134,3 +148,31 @@ def liveness_sequence_hash(challenge: bytes, plan: Sequence[PromptStep]) -> byte
             invalid("prompt times out of range")
         out += struct.pack(">B", len(name)) + name + struct.pack(">II", *times)
     return hashlib.sha256(bytes(out)).digest()
+
+
+# Per prompt, the hash encoding's fixed bytes: u8 len(prompt) || prompt ASCII.
+_PROMPT_BYTES = {p: struct.pack(">B", len(p.value)) + p.value.encode("ascii") for p in _PROMPTS}
+_WINDOW_BYTES = struct.pack(">I", _WINDOW_MS)
+
+
+def liveness_expectation(challenge: bytes) -> tuple[bytes, int]:
+    """``(liveness_sequence_hash, minimum_frames)`` of ``challenge``'s default plan.
+
+    What a verifier checks a challenge-bound claim against, computed straight from the
+    plan's integer milliseconds: the same bytes as
+    ``liveness_sequence_hash(challenge, liveness_plan(challenge))`` and the same count as
+    ``minimum_frames(liveness_plan(challenge))`` (a property test holds them equal), without
+    building the plan's objects.
+    """
+    data = _check_challenge(challenge)
+    plan = _plan_ms(data, DEFAULT_STEPS)
+    out = bytearray(_HASH_DOMAIN)
+    out += struct.pack(">H", len(data))
+    out += data
+    out.append(len(plan))
+    for prompt, delay_ms in plan:
+        out += _PROMPT_BYTES[prompt]
+        out += struct.pack(">I", delay_ms)
+        out += _WINDOW_BYTES
+    total_ms = sum(delay_ms for _, delay_ms in plan)
+    return hashlib.sha256(out).digest(), -(-total_ms * MIN_SESSION_FPS // 1000)

@@ -34,7 +34,7 @@ from devicebio.protocol.encoding import (
     as_bytes,
     b64url_decode,
     b64url_encode,
-    canonical_cbor,
+    decode_canonical,
     invalid,
     json_loads,
     malformed,
@@ -95,37 +95,58 @@ def _ed25519_spki(public_key: bytes) -> bytes:
     return _ED25519_SPKI_PREFIX + public_key
 
 
+_AT = int(AuthenticatorData.FLAG.AT)
+_ED = int(AuthenticatorData.FLAG.ED)
+
+
 @strict
 def parse_authenticator_data(data: bytes) -> AuthenticatorData:
     """Strictly parse authenticatorData; the returned object *is* the received bytes."""
     raw = as_bytes(data, "authenticatorData")
     if len(raw) < 37:
         malformed("authenticatorData shorter than 37 bytes")
+    if raw[32] & _AT:
+        return _parse_attested_authenticator_data(raw)
+    # Assertions: the fixed 37-byte header, then (ED) one canonical CBOR map, read in one
+    # pass by decode_canonical, so fido2 need not decode it a second time: the object is
+    # fido2's own class, its fields set exactly as fido2's constructor sets them (a
+    # property test compares the two field by field).
+    flags = raw[32]
+    extensions: Any = None
+    if flags & _ED:
+        extensions = decode_canonical(raw[37:])
+        if not isinstance(extensions, dict):
+            malformed("authenticator extensions must be a map")
+    elif len(raw) != 37:
+        malformed("authenticatorData is not canonical")
+    parsed = AuthenticatorData.__new__(AuthenticatorData, raw)
+    object.__setattr__(parsed, "rp_id_hash", raw[:32])
+    object.__setattr__(parsed, "flags", flags)
+    object.__setattr__(parsed, "counter", int.from_bytes(raw[33:37], "big"))
+    object.__setattr__(parsed, "credential_data", None)
+    object.__setattr__(parsed, "extensions", extensions)
+    return parsed
+
+
+def _parse_attested_authenticator_data(raw: bytes) -> AuthenticatorData:
     parsed = AuthenticatorData(raw)
     # fido2's decoder is lenient (null reads as False, short strings are cut); a canonical
     # re-encode that differs from the input is how that leniency is caught.
-    if parsed.credential_data is None:
-        # Assertions: the 37-byte header is the input's own, so only the extensions can
-        # differ; comparing their re-encoding spares rebuilding and re-parsing the whole.
-        tail = b"" if parsed.extensions is None else canonical_cbor(parsed.extensions)
-        canonical = raw[37:] == tail
-    else:
-        again = AuthenticatorData.create(
-            parsed.rp_id_hash,
-            parsed.flags,
-            parsed.counter,
-            bytes(parsed.credential_data),
-            parsed.extensions,
-        )
-        canonical = bytes(again) == raw
-    if not canonical:
+    again = AuthenticatorData.create(
+        parsed.rp_id_hash,
+        parsed.flags,
+        parsed.counter,
+        bytes(parsed.credential_data or b""),
+        parsed.extensions,
+    )
+    if bytes(again) != raw:
         malformed("authenticatorData is not canonical")
     if parsed.has_extension_data() and not isinstance(parsed.extensions, dict):
         malformed("authenticator extensions must be a map")
-    if parsed.credential_data is not None:
-        cid = parsed.credential_data.credential_id
-        if not 1 <= len(cid) <= MAX_CREDENTIAL_ID:
-            malformed("credential id length out of range")
+    assert parsed.credential_data is not None  # the AT flag is set
+    cid = parsed.credential_data.credential_id
+    if not 1 <= len(cid) <= MAX_CREDENTIAL_ID:
+        malformed("credential id length out of range")
     return parsed
 
 

@@ -1,0 +1,232 @@
+"""The verifier's fast paths decide exactly as the reference rules they replace.
+
+- ``decode_canonical`` (one pass) against the reference: fido2's decoder, then a canonical
+  re-encode that must give back the input;
+- ``parse_authenticator_data`` against fido2's own constructor, field by field;
+- ``b64url_decode`` against decode + re-encode;
+- ``liveness_expectation`` against ``liveness_sequence_hash`` / ``minimum_frames``.
+
+Inputs are valid encodings, their one-byte mutations, truncations and extensions, and
+hand-made non-canonical forms, so that both the accept and the refuse sides are exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import re
+from typing import Any
+
+import cbor2
+import pytest
+from fido2 import cbor
+from fido2.webauthn import AuthenticatorData
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devicebio.protocol import (
+    ProtocolError,
+    ProtocolReason,
+    b64url_decode,
+    liveness_expectation,
+    liveness_plan,
+    liveness_sequence_hash,
+    minimum_frames,
+    parse_authenticator_data,
+)
+from devicebio.protocol.encoding import _reference_decode, canonical_cbor, decode_canonical
+
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_LEAF = st.one_of(st.integers(-(2**64), 2**64 - 1), st.booleans(), st.text(), st.binary())
+_KEY = st.one_of(st.text(max_size=30), st.integers(-300, 300), st.binary(max_size=3))
+_VALUES = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.dictionaries(st.text(max_size=30), inner, max_size=6),
+        st.dictionaries(_KEY, inner, max_size=4),
+    ),
+    max_leaves=30,
+)
+
+
+def _outcome(fn: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", fn(raw)
+    except ProtocolError as exc:
+        assert exc.reason is ProtocolReason.MALFORMED_DATA
+        return "refused", None
+    except Exception:  # the reference leaks fido2's errors; the callers wrap them
+        return "refused", None
+
+
+def _same(raw: bytes) -> None:
+    fast = _outcome(decode_canonical, raw)
+    ref = _outcome(_reference_decode, raw)
+    assert fast[0] == ref[0], raw.hex()
+    if fast[0] == "ok":
+        assert fast[1] == ref[1]
+        assert type(fast[1]) is type(ref[1])
+    else:  # the fast path raises only the typed error
+        with pytest.raises(ProtocolError):
+            decode_canonical(raw)
+
+
+def _encodings(obj: object) -> list[bytes]:
+    out = [cbor2.dumps(obj, canonical=True), cbor2.dumps(obj)]
+    with contextlib.suppress(ValueError):
+        out.append(cbor.encode(obj))  # type: ignore[arg-type]
+    return out
+
+
+@SETTINGS
+@given(_VALUES, st.data())
+def test_decode_canonical_accepts_exactly_what_decode_and_re_encode_accepted(obj, data):
+    for raw in _encodings(obj):
+        _same(raw)
+        if raw:
+            i = data.draw(st.integers(0, len(raw) - 1))
+            flipped = bytearray(raw)
+            flipped[i] ^= data.draw(st.integers(1, 255))
+            _same(bytes(flipped))
+            _same(raw[:i])
+            _same(raw + data.draw(st.binary(min_size=1, max_size=3)))
+
+
+@SETTINGS
+@given(st.binary(max_size=60))
+def test_decode_canonical_on_random_bytes(raw):
+    _same(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x18\x05",  # 5 in a one-byte head
+        b"\x19\x00\x05",  # 5 in a two-byte head
+        b"\x1a\x00\x00\x00\xff",
+        b"\x1b\x00\x00\x00\x00\xff\xff\xff\xff",
+        b"\x5f\x41\x00\xff",  # indefinite byte string
+        b"\x9f\x01\xff",  # indefinite array
+        b"\xbf\x61a\x01\xff",  # indefinite map
+        b"\xa2\x61b\x01\x61a\x02",  # keys out of order
+        b"\xa2\x61a\x01\x61a\x02",  # duplicate key
+        b"\xa2\x62aa\x01\x61b\x02",  # longer key first
+        b"\xf6",  # null
+        b"\xf7",  # undefined
+        b"\xf9\x3c\x00",  # half float
+        b"\xc1\x01",  # tag
+        b"\x62\xc3\x28",  # bad UTF-8
+        b"\x43\x01\x02",  # truncated byte string
+        b"\x01\x01",  # trailing byte
+        b"",
+    ],
+)
+def test_decode_canonical_refuses_non_canonical_forms(raw):
+    with pytest.raises(ProtocolError) as info:
+        decode_canonical(raw)
+    assert info.value.reason is ProtocolReason.MALFORMED_DATA
+    _same(raw)
+
+
+def test_deep_nesting_takes_the_reference_path():
+    for depth in (31, 32, 33, 40, 600):
+        raw = b"\x81" * depth + b"\x01"
+        _same(raw)
+        raw = b"\xa1\x61a" * depth + b"\x01"
+        _same(raw)
+
+
+_HEADER = st.tuples(
+    st.binary(min_size=32, max_size=32), st.integers(0, 255), st.integers(0, 2**32 - 1)
+)
+
+
+def _fido2_outcome(raw: bytes) -> tuple[str, Any]:
+    """The old rule: fido2's constructor, then a canonical re-encode of the extensions."""
+    try:
+        parsed = AuthenticatorData(raw)
+    except Exception:
+        return "refused", None
+    tail = b"" if parsed.extensions is None else canonical_cbor(parsed.extensions)
+    if raw[37:] != tail:
+        return "refused", None
+    if parsed.has_extension_data() and not isinstance(parsed.extensions, dict):
+        return "refused", None
+    return "ok", parsed
+
+
+@SETTINGS
+@given(_HEADER, st.one_of(st.none(), _VALUES), st.data())
+def test_assertion_authenticator_data_parses_as_fido2_does(header, ext, data):
+    rp_id_hash, flags, counter = header
+    flags &= ~0x40  # assertions: no attested credential data
+    bodies = [b""] if ext is None else _encodings(ext)
+    for body in bodies:
+        raw = rp_id_hash + bytes([flags]) + counter.to_bytes(4, "big") + body
+        if body and data.draw(st.booleans()):
+            raw = raw + data.draw(st.binary(min_size=1, max_size=2))
+        want = _fido2_outcome(raw)
+        try:
+            got = parse_authenticator_data(raw)
+        except ProtocolError as exc:
+            assert exc.reason is ProtocolReason.MALFORMED_DATA
+            assert want[0] == "refused", raw.hex()
+            continue
+        assert want[0] == "ok", raw.hex()
+        ref = want[1]
+        assert type(got) is AuthenticatorData and bytes(got) == raw
+        assert got.rp_id_hash == ref.rp_id_hash
+        assert got.flags == ref.flags and got.counter == ref.counter
+        assert got.credential_data is None and ref.credential_data is None
+        assert got.extensions == ref.extensions
+        assert got.has_extension_data() == ref.has_extension_data()
+
+
+def _old_b64url(text: str) -> bytes | None:
+    if not isinstance(text, str) or len(text) % 4 == 1:
+        return None
+    if re.fullmatch(r"[A-Za-z0-9_-]*", text) is None:
+        return None
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != text:
+        return None
+    return data
+
+
+@SETTINGS
+@given(st.one_of(st.text(alphabet="AQgwBCDb-_=+/ \n", max_size=12), st.text(max_size=8)))
+def test_b64url_decode_accepts_exactly_the_canonical_forms(text):
+    want = _old_b64url(text)
+    try:
+        got: bytes | None = b64url_decode(text)
+    except ProtocolError as exc:
+        assert exc.reason is ProtocolReason.MALFORMED_DATA
+        got = None
+    assert got == want
+
+
+@SETTINGS
+@given(st.binary(max_size=40))
+def test_b64url_decode_round_trips(data):
+    text = base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert b64url_decode(text) == data
+
+
+@SETTINGS
+@given(st.binary(min_size=1, max_size=1024))
+def test_liveness_expectation_is_the_plan_hash_and_frame_floor(challenge):
+    plan = liveness_plan(challenge)
+    assert liveness_expectation(challenge) == (
+        liveness_sequence_hash(challenge, plan),
+        minimum_frames(plan),
+    )
+
+
+@pytest.mark.parametrize("bad", [b"", b"x" * 1025, "text", None])
+def test_liveness_expectation_refuses_what_the_plan_refuses(bad):
+    with pytest.raises(ProtocolError):
+        liveness_plan(bad)
+    with pytest.raises(ProtocolError):
+        liveness_expectation(bad)
