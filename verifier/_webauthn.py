@@ -132,7 +132,18 @@ def devicebio_extension(
 def verify_ed25519(public_key: bytes, message: bytes, signature: bytes, reason: Reason) -> None:
     """libsodium's verify: strict about small-order keys and non-canonical signatures."""
     try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        key = nacl.signing.VerifyKey(public_key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        raise VerifierError(reason, "signature does not verify") from None
+    verify_signature(key, message, signature, reason)
+
+
+def verify_signature(
+    key: nacl.signing.VerifyKey, message: bytes, signature: bytes, reason: Reason
+) -> None:
+    """:func:`verify_ed25519` with the key already loaded."""
+    try:
+        key.verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError):
         raise VerifierError(reason, "signature does not verify") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from devicebio.protocol import (
     AuthenticationResponseData,
     LivenessClaim,
     Method,
+    ed25519_public_key_from_cose,
     parse_authentication_json,
 )
 
@@ -189,7 +191,7 @@ def _verify(
 
     # 21-22: the signature covers the received authenticatorData bytes and the hash of the
     # received clientDataJSON bytes, never a re-encoding.
-    _verify_signature(record, bytes(auth_data) + client_data.hash, parsed.signature)
+    _verify_signature(record, auth_data + hashlib.sha256(client_data).digest(), parsed.signature)
 
     assurance = policy.check(extension, challenge=expected_challenge)
     user_verified = bool(flags & checks.UV)
@@ -233,10 +235,18 @@ def _verify(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _verify_key(cose_key: bytes) -> nacl.signing.VerifyKey:
+    # The stored COSE_Key, proved canonical OKP/Ed25519/EdDSA and loaded once per key: the
+    # cache is keyed by the exact stored bytes, so one credential can never be handed
+    # another's key, and a VerifyKey is immutable. Failures are not cached.
+    return nacl.signing.VerifyKey(ed25519_public_key_from_cose(cose_key))
+
+
 def _verify_signature(record: CredentialRecord, message: bytes, signature: bytes) -> None:
     try:
-        raw_key = record.ed25519_public_key  # decoded once per key, then cached
+        key = _verify_key(record.public_key)
     except Exception:
         # Registration only ever stores EdDSA keys: anything else is a damaged store.
         raise VerifierError(Reason.STORAGE, "stored credential key is not Ed25519") from None
-    checks.verify_ed25519(raw_key, message, signature, Reason.BAD_SIGNATURE)
+    checks.verify_signature(key, message, signature, Reason.BAD_SIGNATURE)

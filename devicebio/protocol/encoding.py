@@ -150,8 +150,7 @@ def _read(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         if n < 24:
             malformed("CBOR head is not minimal")
     elif ai <= 27:
-        width = _WIDTH[ai]
-        end = pos + width
+        end = pos + _WIDTH[ai]
         if end > len(data):
             malformed("CBOR head truncated")
         n = int.from_bytes(data[pos:end], "big")
@@ -160,11 +159,7 @@ def _read(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             malformed("CBOR head is not minimal")
     else:
         malformed("CBOR indefinite length or reserved head")
-    if major == 0:
-        return n, pos
-    if major == 1:
-        return -1 - n, pos
-    if major == 2 or major == 3:
+    if major == 3 or major == 2:
         end = pos + n
         if end > len(data):
             malformed("CBOR string truncated")
@@ -174,14 +169,19 @@ def _read(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             return data[pos:end].decode("utf-8"), end
         except UnicodeDecodeError:
             malformed("CBOR text is not UTF-8")
+    if major == 0:
+        return n, pos
+    if major == 1:
+        return -1 - n, pos
     if major == 6:
         malformed("CBOR tags are not allowed")
     if depth >= _MAX_FAST_DEPTH:
         raise _Fallback
+    depth += 1
     if major == 4:
         items = []
         for _ in range(n):
-            item, pos = _read(data, pos, depth + 1)
+            item, pos = _read(data, pos, depth)
             items.append(item)
         return items, pos
     # major 5: a map. Text keys only on this path, each encoding strictly after the one
@@ -190,14 +190,25 @@ def _read(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     previous = b""
     for _ in range(n):
         start = pos
-        if data[pos] >> 5 != 3:
+        head = data[pos]
+        if head >> 5 != 3:
             raise _Fallback
-        key, pos = _read(data, pos, depth + 1)
-        encoded = data[start:pos]
+        if head < 0x78:  # a text key shorter than 24 bytes: its head is one byte
+            pos += 1 + (head & 31)
+            if pos > len(data):
+                malformed("CBOR string truncated")
+            encoded = data[start:pos]
+            try:
+                key = encoded[1:].decode("utf-8")
+            except UnicodeDecodeError:
+                malformed("CBOR text is not UTF-8")
+        else:
+            key, pos = _read(data, pos, depth)
+            encoded = data[start:pos]
         if len(encoded) < len(previous) or (len(encoded) == len(previous) and encoded <= previous):
             malformed("CBOR map keys are not in canonical order")
         previous = encoded
-        out[key], pos = _read(data, pos, depth + 1)
+        out[key], pos = _read(data, pos, depth)
     return out, pos
 
 
@@ -242,11 +253,13 @@ def _wrapped_reference(raw: bytes) -> Any:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            malformed(f"duplicate JSON key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                malformed(f"duplicate JSON key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -254,17 +267,23 @@ def _no_constants(name: str) -> NoReturn:
     malformed(f"JSON constant {name} not allowed")
 
 
+# One decoder for every strict parse (json.loads with options builds a new one per call).
+_STRICT_JSON = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+).decode
+
+
 def json_loads(raw: bytes | str, what: str) -> Any:
     if len(raw) > MAX_JSON_BYTES:
         malformed(f"{what} larger than {MAX_JSON_BYTES} bytes")
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    return _STRICT_JSON(text)
 
 
 def exact_map(obj: object, *, required: set[str], optional: set[str], what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         malformed(f"{what} must be a map")
-    keys = set(obj)
+    keys = obj.keys()
     if not all(isinstance(k, str) for k in keys):
         malformed(f"{what} keys must be text")
     if missing := required - keys:

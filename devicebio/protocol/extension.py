@@ -46,6 +46,7 @@ class Method(enum.StrEnum):
     SECURITY_KEY = "security-key"
 
 
+_METHODS = {m.value: m for m in Method}
 _TOKEN_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _PRINTABLE_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
 _MAX_FRAMES = 100_000
@@ -184,10 +185,8 @@ class DevicebioExtension:
         version = typed(f["v"], int, "version")
         if version != 1:
             malformed(f"unsupported devicebio extension version {version}")
-        method_text = typed(f["m"], str, "method")
-        try:
-            method = Method(method_text)
-        except ValueError:
+        method = _METHODS.get(typed(f["m"], str, "method"))
+        if method is None:
             malformed("unknown method")
         liveness = LivenessClaim.from_cbor_obj(f["l"])
         try:

@@ -185,13 +185,21 @@ def parse_client_data(data: bytes) -> CollectedClientData:
     for key in ("type", "challenge", "origin"):
         if not isinstance(obj.get(key), str):
             malformed(f"clientDataJSON.{key} must be a string")
-    b64url_decode(obj["challenge"])
+    challenge = b64url_decode(obj["challenge"])
     cross = obj.get("crossOrigin", False)
     if type(cross) is not bool:
         malformed("clientDataJSON.crossOrigin must be a bool")
     if "topOrigin" in obj and (not cross or not isinstance(obj["topOrigin"], str)):
         malformed("clientDataJSON.topOrigin only with crossOrigin true")
-    return CollectedClientData(raw)
+    # fido2's own class over the received bytes, its fields set as its constructor sets
+    # them, from the strict parse above instead of a second, lenient json.loads.
+    parsed = CollectedClientData.__new__(CollectedClientData, raw)
+    object.__setattr__(parsed, "_data", obj)
+    object.__setattr__(parsed, "type", obj["type"])
+    object.__setattr__(parsed, "challenge", challenge)
+    object.__setattr__(parsed, "origin", obj["origin"])
+    object.__setattr__(parsed, "cross_origin", cross)
+    return parsed
 
 
 # --------------------------------------------------------------------------- JSON forms

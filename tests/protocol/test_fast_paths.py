@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import re
 from typing import Any
 
 import cbor2
 import pytest
 from fido2 import cbor
-from fido2.webauthn import AuthenticatorData
+from fido2.webauthn import AuthenticatorData, CollectedClientData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +34,14 @@ from devicebio.protocol import (
     liveness_sequence_hash,
     minimum_frames,
     parse_authenticator_data,
+    parse_client_data,
 )
-from devicebio.protocol.encoding import _reference_decode, canonical_cbor, decode_canonical
+from devicebio.protocol.encoding import (
+    _reference_decode,
+    canonical_cbor,
+    decode_canonical,
+    json_loads,
+)
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -230,3 +237,31 @@ def test_liveness_expectation_refuses_what_the_plan_refuses(bad):
         liveness_plan(bad)
     with pytest.raises(ProtocolError):
         liveness_expectation(bad)
+
+
+@SETTINGS
+@given(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["webauthn.get", "webauthn.create", "x"]),
+            "challenge": st.binary(min_size=1, max_size=40).map(
+                lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+            ),
+            "origin": st.text(max_size=20),
+        },
+        optional={"crossOrigin": st.booleans(), "other": st.integers()},
+    )
+)
+def test_client_data_fields_are_fido2s(obj):
+    raw = json.dumps(obj).encode()
+    ours, theirs = parse_client_data(raw), CollectedClientData(raw)
+    assert type(ours) is CollectedClientData and bytes(ours) == raw
+    for name in ("type", "challenge", "origin", "cross_origin", "hash"):
+        assert getattr(ours, name) == getattr(theirs, name)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("text", ['{"a":1,"a":2}', '{"b":{"x":1,"y":2,"x":3}}'])
+def test_duplicate_json_keys_are_refused(text):
+    with pytest.raises(ProtocolError):
+        json_loads(text, "test")

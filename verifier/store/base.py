@@ -291,6 +291,11 @@ def record_from_row(row: tuple[Any, ...]) -> CredentialRecord:
     )
 
 
+# json.dumps builds a new encoder per call when given options; one shared encoder writes the
+# same text (sort_keys, allow_nan=False) without that cost.
+_AUDIT_JSON = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
+
+
 def audit_text(event: str, fields: dict[str, Any]) -> tuple[str, str]:
     """``(event, fields as JSON)`` after the checks every backend applies to an audit row."""
     event = check_str("event", event)
@@ -300,7 +305,7 @@ def audit_text(event: str, fields: dict[str, Any]) -> tuple[str, str]:
                 Reason.MALFORMED, f"audit field {key!r} must be str, int, float, bool or None"
             )
     try:
-        text = json.dumps(fields, sort_keys=True, allow_nan=False)
+        text = _AUDIT_JSON(fields)
     except ValueError as exc:
         raise VerifierError(Reason.MALFORMED, "audit fields must be finite") from exc
     return event, text

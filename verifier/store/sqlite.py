@@ -46,6 +46,20 @@ _SYNCHRONOUS = {"full": ("FULL", 2), "normal": ("NORMAL", 1)}
 # UPDATE ... RETURNING (SQLite 3.35) redeems a challenge in one statement instead of two.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
+# The verify path's statements, one text each (sqlite3 caches their compiled form by text).
+_REDEEM_SQL = (
+    "UPDATE challenges SET used = 1 WHERE value = ? AND used = 0"
+    " RETURNING user, purpose, expires_at"
+)
+_CREDENTIAL_SQL = (
+    "SELECT credential_id, user, user_handle, rp_id, public_key, sign_count, device_id,"
+    " created_at FROM credentials WHERE credential_id = ?"
+)
+_COUNTER_CAS_SQL = (
+    "UPDATE credentials SET sign_count = ? WHERE credential_id = ? AND sign_count = ?"
+)
+_AUDIT_SQL = "INSERT INTO audit (time, event, fields) VALUES (?, ?, ?)"
+
 # Version 1, created on a new file; later versions are reached through _MIGRATIONS.
 _SCHEMA_V1 = (
     """
@@ -364,22 +378,23 @@ class SQLiteStore:
         value = check_bytes("value", value)
         if not _HAS_RETURNING:
             return self._use_challenge_two_statements(value)
-        with self._errors():
-            # The conditional UPDATE is the single point of truth: only one caller can
-            # flip used 0 -> 1, whatever the number of processes. One statement is atomic
-            # on its own, so no explicit transaction is needed. fetchall: the statement
-            # must run to completion before its autocommit happens.
-            rows = self._conn.execute(
-                "UPDATE challenges SET used = 1 WHERE value = ? AND used = 0"
-                " RETURNING user, purpose, expires_at",
-                (value,),
-            ).fetchall()
-            won = bool(rows)
-            if not won:
-                # Unknown or already used: which one is only needed for the refusal.
-                rows = self._conn.execute(
-                    "SELECT user, purpose, expires_at FROM challenges WHERE value = ?", (value,)
-                ).fetchall()
+        # On the verify path: a plain try, not the _errors() context manager (same effect).
+        with self._lock:
+            try:
+                # The conditional UPDATE is the single point of truth: only one caller can
+                # flip used 0 -> 1, whatever the number of processes. One statement is atomic
+                # on its own, so no explicit transaction is needed. fetchall: the statement
+                # must run to completion before its autocommit happens.
+                rows = self._conn.execute(_REDEEM_SQL, (value,)).fetchall()
+                won = bool(rows)
+                if not won:
+                    # Unknown or already used: which one is only needed for the refusal.
+                    rows = self._conn.execute(
+                        "SELECT user, purpose, expires_at FROM challenges WHERE value = ?",
+                        (value,),
+                    ).fetchall()
+            except (sqlite3.Error, OverflowError) as exc:
+                raise storage_error(exc) from exc
         if not rows:
             return None
         row = rows[0]
@@ -444,22 +459,22 @@ class SQLiteStore:
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
         credential_id = check_bytes("credential_id", credential_id)
-        with self._errors():
-            row = self._conn.execute(
-                f"SELECT {self._COLUMNS} FROM credentials WHERE credential_id = ?",  # noqa: S608
-                (credential_id,),
-            ).fetchone()
-            return None if row is None else record_from_row(row)
+        with self._lock:
+            try:
+                row = self._conn.execute(_CREDENTIAL_SQL, (credential_id,)).fetchone()
+            except (sqlite3.Error, OverflowError) as exc:
+                raise storage_error(exc) from exc
+        return None if row is None else record_from_row(row)
 
     def update_sign_count(self, credential_id: bytes, old: int, new: int) -> bool:
         credential_id = check_bytes("credential_id", credential_id)
         old = check_int("old", old)
         new = check_int("new", new)
-        with self._errors():
-            changed = self._conn.execute(
-                "UPDATE credentials SET sign_count = ? WHERE credential_id = ? AND sign_count = ?",
-                (new, credential_id, old),
-            ).rowcount
+        with self._lock:
+            try:
+                changed = self._conn.execute(_COUNTER_CAS_SQL, (new, credential_id, old)).rowcount
+            except (sqlite3.Error, OverflowError) as exc:
+                raise storage_error(exc) from exc
         return changed == 1
 
     def credentials_for_user(self, user: str) -> list[CredentialRecord]:
@@ -514,11 +529,11 @@ class SQLiteStore:
 
     def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
         event, text = audit_text(event, fields)
-        with self._errors():
-            self._conn.execute(
-                "INSERT INTO audit (time, event, fields) VALUES (?, ?, ?)",
-                (time.time(), event, text),
-            )
+        with self._lock:
+            try:
+                self._conn.execute(_AUDIT_SQL, (time.time(), event, text))
+            except (sqlite3.Error, OverflowError) as exc:
+                raise storage_error(exc) from exc
 
     def audit_events(self, limit: int = 100) -> list[tuple[float, str, dict[str, Any]]]:
         """The newest ``limit`` audit events, oldest first, as ``(time, event, fields)``."""
