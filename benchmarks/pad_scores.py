@@ -13,7 +13,9 @@ Printed (aggregates only; no per-frame score leaves the process):
   frames scored attack, score < t), each with its exact (Clopper-Pearson) 95% interval, at
   fixed thresholds, plus the equal-error point; at frame level and at clip level (a clip's
   median score);
-- the same for each recapture source against all genuine clips.
+- the same for each recapture source against all genuine clips;
+- with ``--det-png PATH``, the DET curves of every score (all screen replays against all
+  bona fide clips, frame and clip level) drawn to a small PNG (needs matplotlib).
 
 Frames of one clip are strongly correlated: the frame-level intervals are too narrow, and
 the honest sample size is the number of clips, people, screens and sources, printed with
@@ -22,7 +24,8 @@ every table. The moire cue is "higher = screen", so it is negated to read like t
 Run::
 
     cd /work/main && PYTHONPATH=$PWD DEVICEBIO_MODEL_DIR=/tmp/models \\
-        /tmp/dev/bin/python benchmarks/pad_scores.py [--recaptures DIR] [--video-dir DIR]
+        /tmp/dev/bin/python benchmarks/pad_scores.py [--recaptures DIR] [--video-dir DIR] \\
+        [--det-png docs/pad-det.png]
 """
 
 from __future__ import annotations
@@ -236,6 +239,60 @@ def print_det(clips: list[Clip], title: str) -> None:
         _det(cb, ca, "clips")
 
 
+def _curve(bona: np.ndarray, attack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(BPCER, APCER) at every observed score, from the strictest threshold to the laxest."""
+    cand = np.unique(np.concatenate([bona, attack, [np.inf]]))
+    return (
+        np.array([np.mean(bona < t) for t in cand]),
+        np.array([np.mean(attack >= t) for t in cand]),
+    )
+
+
+def plot_det(clips: list[Clip], out: Path) -> None:
+    """DET curves of each score, screen replays against bona fide, frame and clip level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bona_clips = [c for c in clips if not c.attack and c.scores["fused"]]
+    attack_clips = [c for c in clips if c.attack and c.scores["fused"]]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0), dpi=90)
+    for ax, level in zip(axes, ("frames", "clips (median)"), strict=True):
+        for score in SCORES:
+            per_b = [c.scores[score] for c in bona_clips if c.scores[score]]
+            per_a = [c.scores[score] for c in attack_clips if c.scores[score]]
+            if not per_b or not per_a:
+                continue
+            if level == "frames":
+                bona, attack = np.concatenate(per_b), np.concatenate(per_a)
+            else:
+                bona = np.array([np.median(v) for v in per_b])
+                attack = np.array([np.median(v) for v in per_a])
+            bp, ap = _curve(bona, attack)
+            ax.step(bp * 100, ap * 100, where="post", label=f"{score}")
+        ax.set_xlabel("BPCER (%)")
+        ax.set_ylabel("APCER (%)")
+        ax.set_xlim(-1, 50)
+        ax.set_ylim(-1, 101)
+        ax.axvline(5, color="grey", lw=0.6, ls=":")
+        ax.grid(alpha=0.3)
+        n_b = sum(len(v) for v in per_b) if level == "frames" else len(per_b)
+        n_a = sum(len(v) for v in per_a) if level == "frames" else len(per_a)
+        ax.set_title(f"{level}: {n_b} bona fide, {n_a} attack", fontsize=9)
+    axes[0].legend(fontsize=8)
+    sources = {c.source for c in attack_clips}
+    fig.suptitle(
+        f"Passive PAD DET, real screen replays ({len(attack_clips)} items, "
+        f"{len(sources)} sources): anecdote-sized",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    print(f"DET curves written to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from devicebio.evaluation import shared_data
 
@@ -250,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step", type=float, default=0.2, help="seconds between sampled frames")
     ap.add_argument("--max-frames", type=int, default=60, help="frames scored per clip at most")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--det-png", type=Path, default=None, help="draw the DET curves here")
     args = ap.parse_args(argv)
     video_dir = args.video_dir or shared_data("video", "DEVICEBIO_VIDEO")
 
@@ -260,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     print_clips(clips)
     screens = [c for c in clips if c.label in ("bona_fide", "screen_replay")]
     print_det(screens, "all screen replays against all bona fide clips")
+    if args.det_png is not None:
+        plot_det(screens, args.det_png)
     for source in sorted({c.source for c in clips if c.attack}):
         subset = [c for c in clips if not c.attack or c.source == source]
         print_det(subset, f"source {source} against all bona fide clips")
