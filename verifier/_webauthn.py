@@ -7,6 +7,7 @@ Each helper is one step of WebAuthn §7.1 / §7.2 and raises only that step's
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 
@@ -92,8 +93,13 @@ def check_challenge(client_data: CollectedClientData, expected: bytes) -> None:
         raise VerifierError(Reason.CHALLENGE_MISMATCH, "clientDataJSON carries another challenge")
 
 
+@functools.lru_cache(maxsize=64)
+def _rp_id_hash(rp_id: str) -> bytes:
+    return hashlib.sha256(rp_id.encode()).digest()
+
+
 def check_rp_id(auth_data: AuthenticatorData, expected_rp_id: str) -> None:
-    expected = hashlib.sha256(expected_rp_id.encode()).digest()
+    expected = _rp_id_hash(expected_rp_id)
     if not hmac.compare_digest(auth_data.rp_id_hash, expected):
         raise VerifierError(Reason.RP_ID_MISMATCH, "rpIdHash is not the expected RP id's")
 

@@ -54,6 +54,10 @@ _REDEEMS = {
 }
 
 
+_REDEEMS_UTF8 = {k: tuple(p.encode() for p in v) for k, v in _REDEEMS.items()}
+_BY_VALUE = {p.value.encode(): p for p in Purpose}
+
+
 @dataclass(frozen=True)
 class Challenge:
     value: bytes
@@ -63,6 +67,8 @@ class Challenge:
 
 
 def _purpose(purpose: object) -> Purpose:
+    if type(purpose) is Purpose:
+        return purpose
     if not isinstance(purpose, str):
         raise VerifierError(Reason.MALFORMED, "purpose must be a Purpose")
     try:
@@ -151,9 +157,8 @@ def consume_challenge(
         raise VerifierError(Reason.CHALLENGE_REUSED, "challenge was already used")
     if current > expires_at:
         raise VerifierError(Reason.CHALLENGE_EXPIRED, "challenge has expired")
-    if not any(
-        hmac.compare_digest(_utf8(stored_purpose), _utf8(p)) for p in _REDEEMS[expected_purpose]
-    ):
+    stored = _utf8(stored_purpose)
+    if not any(hmac.compare_digest(stored, p) for p in _REDEEMS_UTF8[expected_purpose]):
         raise VerifierError(
             Reason.CHALLENGE_WRONG_PURPOSE,
             f"challenge was issued to {stored_purpose}, not {expected_purpose.value}",
@@ -161,5 +166,5 @@ def consume_challenge(
     if user is not None and not hmac.compare_digest(_utf8(stored_user), _utf8(user)):
         raise VerifierError(Reason.CHALLENGE_WRONG_USER, "challenge was issued to another user")
     return Challenge(
-        value=value, user=stored_user, purpose=Purpose(stored_purpose), expires_at=expires_at
+        value=value, user=stored_user, purpose=_BY_VALUE[stored], expires_at=expires_at
     )
