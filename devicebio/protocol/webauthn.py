@@ -6,11 +6,12 @@ Everything here speaks standard WebAuthn, built on python-fido2's data classes
 are kept and never re-encoded before a signature check.
 
 Parsers are strict: every malformed input raises ``ProtocolError(MALFORMED_DATA)`` and
-nothing else. Binary CBOR must be in the CTAP2 canonical form that python-fido2 writes; a
-decode/re-encode round trip that does not give back the received bytes is refused, which
-also rejects duplicate map keys, indefinite lengths, floats, tags, ``null`` and truncated
-strings. A parsed response carries its decoded ``devicebio`` extension, so nobody decodes it
-twice.
+nothing else. Binary CBOR must be in the CTAP2 canonical form that python-fido2 writes: what
+a decode/re-encode round trip would not give back byte for byte is refused (for assertions
+read in one pass by :func:`~devicebio.protocol.encoding.decode_canonical`, which accepts
+exactly that set), so duplicate map keys, indefinite lengths, floats, tags, ``null`` and
+truncated strings are too. A parsed response carries its decoded ``devicebio`` extension,
+so nobody decodes it twice.
 """
 
 from __future__ import annotations
