@@ -44,6 +44,10 @@ class Outcome:
     duration_s: float
     redraws: int = 0
     live: bool = False  # the liveness check alone passed it (the APCER of the PAD subsystem)
+    steps: int = 0  # plan steps the liveness check saw answered
+    # replays only: how many leading prompts the fresh plan shares with the recorded one
+    common: int | None = None
+    same_order: bool = False  # replays only: every prompt, in the recorded order
 
 
 def summarise(
@@ -68,13 +72,15 @@ def summarise(
     tallies: dict[str, Tally] = {"genuine": Tally(), **{s: Tally() for s in species}}
     per_person: dict[str, Tally] = {}
     redraws: Counter[str] = Counter()
-    for o in outcomes:
+    seen = list(outcomes)
+    for o in seen:
         tallies[o.kind].add(o.accepted, o.reason, o.duration_s, o.live)
         redraws[o.kind] += o.redraws
         if o.kind == "genuine":
             per_person.setdefault(o.person, Tally()).add(o.accepted, o.reason, o.duration_s)
 
     genuine = tallies["genuine"]
+    binding = replay_binding([o for o in seen if o.kind == "replay" and o.common is not None])
 
     def rate(t: Tally) -> float | None:
         return t.accepted / t.presented if t.presented else None
@@ -95,6 +101,7 @@ def summarise(
         "pad": list(pad),
         "real_recaptures": real_recaptures,
         "replay_challenges": replay_challenges,
+        "replay_binding": binding,
         "apcer_max": max((r for s in species if (r := rate(tallies[s])) is not None), default=None),
         "sessions": {k: t.presented for k, t in tallies.items()},
         "accepted": {k: t.accepted for k, t in tallies.items()},
@@ -141,6 +148,29 @@ def summarise(
     return report
 
 
+def replay_binding(replays: Sequence[Outcome]) -> dict[str, Any] | None:
+    """What the challenge binding did to the replays, in the two parts benchmarks/replay_odds.py
+    computes. Order: replays whose fresh plan asks the recorded prompts in the recorded order
+    (all of them: ``same_order``). Timing: a step whose fresh prompt is the recorded one is a
+    timing trial, passed when the liveness check accepted that response; a replay stops at its
+    first failed step, so the trials are the steps done plus one for each replay that stopped
+    inside the common prefix. ``beyond_common`` counts replays that got further than the
+    prompts the two plans share, which the order check should make impossible."""
+    if not replays:
+        return None
+    from devicebio.evaluation import metrics
+
+    done = sum(o.steps for o in replays)
+    failed = sum(1 for o in replays if o.common is not None and o.steps < o.common)
+    return {
+        "presentations": len(replays),
+        "same_order": metrics.rate(sum(o.same_order for o in replays), len(replays)),
+        "timing_steps_passed": metrics.rate(done, done + failed),
+        "beyond_common": sum(1 for o in replays if o.steps > (o.common or 0)),
+        "steps_done": dict(sorted(Counter(o.steps for o in replays).items())),
+    }
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The readable ISO/IEC 30107-3 table."""
     lines = [
@@ -171,6 +201,14 @@ def format_table(report: dict[str, Any]) -> str:
     b = report.get("bpcer_ci") or {}
     if b.get("trials"):
         lines.append(f"BPCER {b['errors']}/{b['trials']} [{b['ci95'][0]:.2%}, {b['ci95'][1]:.2%}]")
+    rb = report.get("replay_binding")
+    if rb:
+        same, timing = rb["same_order"], rb["timing_steps_passed"]
+        lines.append(
+            f"replay binding: same prompt order {same['errors']}/{same['trials']}; recorded "
+            f"responses inside the fresh window {timing['errors']}/{timing['trials']} steps; "
+            f"beyond the shared prompts {rb['beyond_common']}"
+        )
     lines.append(f"PAD: {', '.join(report.get('pad') or ['none (active checks only)'])}")
     real = report.get("real_recaptures")
     if real:

@@ -147,7 +147,10 @@ class Bench:
         enrolled: np.ndarray,
         c: bytes,
         redraws: int = 0,
+        recorded: Any = None,
     ) -> Outcome:
+        """One session through the product's decision. ``recorded``: for a replay, the plan
+        the recording answered (the outcome then says how much of it the fresh plan shares)."""
         result = self.live.run(frames, c, on_prompt=on_prompt)
         if not result.passed:
             accepted, reason = False, str(result.reason or "refused")
@@ -156,7 +159,25 @@ class Bench:
         else:
             accepted, reason = True, "accepted"
         duration = float(result.duration_s)
-        return Outcome(kind, person, accepted, reason, duration, redraws, bool(result.passed))
+        common, same = None, False
+        if recorded is not None:
+            was, now = prompt_labels(recorded), prompt_labels(result.plan)
+            common = next(
+                (i for i, (a, b) in enumerate(zip(was, now, strict=True)) if a != b), len(now)
+            )
+            same = was == now
+        return Outcome(
+            kind,
+            person,
+            accepted,
+            reason,
+            duration,
+            redraws,
+            bool(result.passed),
+            int(result.steps_done),
+            common,
+            same,
+        )
 
     # ---- one task ------------------------------------------------------------------------
 
@@ -183,7 +204,15 @@ class Bench:
                     frames = StaticFrames(images, timestamps=user.stamps).frames()
                     fresh = self._challenge(rng)
                     out.append(
-                        self._present("replay", name, frames, None, self.templates[name], fresh)
+                        self._present(
+                            "replay",
+                            name,
+                            frames,
+                            None,
+                            self.templates[name],
+                            fresh,
+                            recorded=plan,
+                        )
                     )
             return out
         if kind in SCREEN_SPECIES:
