@@ -98,7 +98,9 @@ def _calibrate(args: argparse.Namespace, pipe: Any, pairs: list[Any]) -> int:
     return 0
 
 
-def _score(keys: list[str], emb: Any, pairs: list[Any]) -> dict[str, Any]:
+def _score(keys: list[str], emb: Any, pairs: list[Any], emb_b: Any = None) -> dict[str, Any]:
+    """The report row for ``emb``; with ``emb_b``, each pair's second photo is embedded by
+    ``emb_b`` instead (one side a template, the other a probe embedded differently)."""
     import numpy as np
 
     from devicebio import decision
@@ -107,7 +109,8 @@ def _score(keys: list[str], emb: Any, pairs: list[Any]) -> dict[str, Any]:
     index = {k: i for i, k in enumerate(keys)}
     found = [p for p in pairs if p.a in index and p.b in index]
     d = decision.paired_fused_distances(
-        emb[[index[p.a] for p in found]][:, None], emb[[index[p.b] for p in found]][:, None]
+        emb[[index[p.a] for p in found]][:, None],
+        (emb if emb_b is None else emb_b)[[index[p.b] for p in found]][:, None],
     )
     scored = dict(zip(found, d.tolist(), strict=True))
     folds = sorted({p.fold for p in pairs})
@@ -170,31 +173,44 @@ def main(argv: list[str] | None = None) -> int:
             n = len(both) // 2
             plain.append(both[:n])
             mirrored.append((both[:n] + both[n:]) * np.float32(0.5))
+        units = {}
         for mirror, parts in ((True, mirrored), (False, plain)):
-            e = unit(np.concatenate(parts))
+            e = units[mirror] = unit(np.concatenate(parts))
             if reference is None:
                 reference = e  # fp32 with the mirror: the dlib-faithful embedding
             row = _score(keys, e, pairs)
             drift = np.linalg.norm(e - reference, axis=1)
             row["drift_p50"], row["drift_max"] = float(np.median(drift)), float(drift.max())
             rows[f"{kind}{'' if mirror else ' no-mirror'}"] = row
+        # The mirror at enrolment only: the template mirrored, the probe not. Pairs are
+        # unordered, so both assignments are scored (first photo the template, then second).
+        drift = np.linalg.norm(units[False] - reference, axis=1)
+        for name, (a, b) in (
+            ("a", (units[True], units[False])),
+            ("b", (units[False], units[True])),
+        ):
+            row = _score(keys, a, pairs, b)
+            row["drift_p50"], row["drift_max"] = float(np.median(drift)), float(drift.max())
+            rows[f"{kind} enrol-mirror {name}"] = row
 
     print(machine_line(machine))
     print(f"LFW View-2: {len(pairs)} pairs, {len(keys)} photos with a face")
     head = (
-        f"{'embedder':<18}{'10-fold acc':>16}{'TAR@1e-2':>10}{'TAR@1e-3':>10}{'EER':>7}"
+        f"{'embedder':<22}{'10-fold acc':>16}{'TAR@1e-2':>10}{'TAR@1e-3':>10}{'EER':>7}"
         f"{'FAR@def':>9}{'FRR@def':>9}{'drift p50/max':>15}"
     )
     print(head)
     print("-" * len(head))
     for name, r in rows.items():
         print(
-            f"{name:<18}{r['accuracy_mean']:>10.2%} ±{r['accuracy_std']:.2%}"
+            f"{name:<22}{r['accuracy_mean']:>10.2%} ±{r['accuracy_std']:.2%}"
             f"{r['tar_at_far_1e-2']:>10.2%}{r['tar_at_far_1e-3']:>10.2%}{r['eer']:>7.2%}"
             f"{r['far_at_default']:>9.2%}{r['frr_at_default']:>9.2%}"
             f"{r['drift_p50']:>8.4f}/{r['drift_max']:.4f}"
         )
-    print("(drift: distance of each unit embedding from the fp32 mirrored one, same photo)")
+    print("(drift: distance of each unit embedding from the fp32 mirrored one, same photo;")
+    print(" enrol-mirror a/b: template mirrored, probe plain; a: each pair's first photo is the")
+    print(" template, b: its second; drift is the probe's)")
     if args.json:
         out = {"machine": machine, "pairs": len(pairs), "photos": len(keys), "rows": rows}
         Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")

@@ -59,6 +59,8 @@ def cmd_eval_transactions(args: argparse.Namespace) -> int:
         seeds=[int(s) for s in args.seeds.split(",")],
         groups=Path(args.groups) if args.groups else None,
         workers=args.workers,
+        probe_mirror=args.probe_mirror,
+        compare_probe_mirror=args.compare_probe_mirror,
     )
     json_out = Path(args.json_out) if args.json_out else None
     transactions.write_outputs(report, json_out, Path(args.plot) if args.plot else None)
@@ -127,6 +129,17 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--seeds", default="0,1,2,3,4", help="out-of-sample split seeds")
     p.add_argument("--groups", help="person,attribute... CSV, or Columbia's lfw_attributes.txt")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    p.add_argument(
+        "--probe-mirror",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="embed probes with the mirror average, as the product does (templates always are)",
+    )
+    p.add_argument(
+        "--compare-probe-mirror",
+        action="store_true",
+        help="also report the other probe choice, from the same embeddings",
+    )
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the report here")
     p.add_argument("--plot", metavar="OUT.png", help="DET curves with the operating point")
     p = add_command(

@@ -59,7 +59,8 @@ _CHUNK = 512
 class _Person:
     name: str
     photos: list[str]
-    acquired: list[np.ndarray] = field(default_factory=list, repr=False)
+    acquired: list[np.ndarray] = field(default_factory=list, repr=False)  # as templates
+    acquired_probe: list[np.ndarray] = field(default_factory=list, repr=False)  # as probes
     acquired_index: list[int] = field(default_factory=list)
     templates: np.ndarray | None = field(default=None, repr=False)
     probes: np.ndarray | None = field(default=None, repr=False)  # genuine probe set
@@ -107,22 +108,31 @@ _WORKER: dict[str, Any] = {}
 def _worker_init(threads: int) -> None:
     from devicebio.vision.pipeline import FacePipeline
 
-    _WORKER["pipe"] = FacePipeline(threads=threads)
+    _WORKER["pipe"] = FacePipeline(threads=threads, mirror=False)  # _acquire embeds both ways
 
 
 def _acquire(pipe: Any, path: str) -> tuple[np.ndarray | None, str]:
-    """The embedding of the photo's face if the product would acquire it, and why not."""
+    """The photo's face embedded both ways if the product would acquire it, and why not:
+    (2, 128), row 0 the mirror average (chip and its mirror), row 1 the chip alone, both unit
+    length. Both come from one network run on the chip and its mirror, the batch
+    :meth:`~devicebio.vision.embedder.Embedder.embed_mirrored` runs."""
     import cv2
 
+    from devicebio.vision.align import face_chip
     from devicebio.vision.pipeline import FaceCapture
 
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, f"cannot read image {path}")
-    result = pipe.analyze(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), select="center", gates=True)
-    if isinstance(result, FaceCapture):
-        return result.embedding, "acquired"
-    return None, result.code.value
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    result = pipe.analyze(rgb, select="center", gates=True)
+    if not isinstance(result, FaceCapture):
+        return None, result.code.value
+    chip = face_chip(rgb, result.landmarks)
+    raw = pipe._embedder.embed(np.stack([chip, chip[:, ::-1]]))
+    both = np.stack([(raw[0] + raw[1]) * np.float32(0.5), raw[0]])
+    both /= np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)
+    return both.astype(np.float32), "acquired"
 
 
 def _acquire_in_worker(path: str) -> tuple[np.ndarray | None, str]:
@@ -141,7 +151,7 @@ def _embed_all(
     if workers <= 1 or pipeline is not None:
         from devicebio.vision.pipeline import FacePipeline
 
-        pipe = pipeline or FacePipeline()
+        pipe = pipeline or FacePipeline(mirror=False)  # _acquire embeds both ways
         for path in paths:
             out.append(_acquire(pipe, path))
             if bar is not None:
@@ -177,10 +187,18 @@ def evaluate(
     workers: int = 1,
     progress: bool = True,
     pipeline: Any = None,
+    probe_mirror: bool = True,
+    compare_probe_mirror: bool = False,
 ) -> dict[str, Any]:
     """Run the evaluation (module doc) and return the report; ``people`` limits who takes
     part; the policy (default: the model's default operating point) is the one enrolment's
-    consistency check and the headline figures use."""
+    consistency check and the headline figures use.
+
+    Templates are always the mirror average (what enrolment stores). ``probe_mirror``: embed
+    the probes with the mirror average too (True, what the product does) or the chip alone
+    (False, a measured and rejected lever: docs/evaluation.md). ``compare_probe_mirror``
+    adds the other choice's figures, from the same embeddings, under ``"probe_mirror_other"``.
+    """
     if enrol < 1 or probes < 1:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "enrol and probes must be at least 1")
     policy = decision.Policy.of(threshold=threshold, operating_point=operating_point)
@@ -196,6 +214,37 @@ def evaluate(
     acquired = _embed_all(paths, workers, progress, pipeline)
     embed_s = time.perf_counter() - started
 
+    def run(who: list[_Person], mirror: bool) -> dict[str, Any]:
+        out = _report(who, acquired, enrol, probes, policy, seeds, groups, progress, mirror)
+        out["dataset"], out["photos"], out["probe_mirror"] = str(images), len(paths), mirror
+        return out
+
+    report = run(persons, probe_mirror)
+    if compare_probe_mirror:
+        other = run([_Person(p.name, p.photos) for p in persons], not probe_mirror)
+        other.pop("_scores")
+        report["probe_mirror_other"] = other
+    report["seconds_embedding"] = embed_s
+    report["seconds_total"] = time.perf_counter() - started
+    report["workers"] = workers
+    report["model"] = decision.EMBEDDER
+    from devicebio.evaluation.machine import describe_machine
+
+    report["machine"] = describe_machine()
+    return report
+
+
+def _report(
+    persons: list[_Person],
+    acquired: list[tuple[np.ndarray | None, str]],
+    enrol: int,
+    probes: int,
+    policy: decision.Policy,
+    seeds: Sequence[int],
+    groups: Path | None,
+    progress: bool,
+    probe_mirror: bool,
+) -> dict[str, Any]:
     failures: Counter[str] = Counter()
     it = iter(acquired)
     for person in persons:
@@ -204,15 +253,13 @@ def evaluate(
             if emb is None:
                 failures[why] += 1
             else:
-                person.acquired.append(emb)
+                person.acquired.append(emb[0])
+                person.acquired_probe.append(emb[0] if probe_mirror else emb[1])
                 person.acquired_index.append(i)
     _enrol_and_probe(persons, enrol, probes, policy)
-
     report: dict[str, Any] = {
         "standard": "ISO/IEC 19795-1 (technology evaluation, zero-effort impostors)",
-        "dataset": str(images),
         "people": len(persons),
-        "photos": len(paths),
         "enrol_templates": enrol,
         "probe_frames": probes,
         "decision": "mean over probes of each probe's closest template; accept below threshold",
@@ -222,7 +269,7 @@ def evaluate(
             "operating_point": policy.operating_point,
         },
         "failure_to_acquire": {
-            "per_photo": metrics.rate(sum(failures.values()), len(paths)),
+            "per_photo": metrics.rate(sum(failures.values()), len(acquired)),
             "reasons": dict(failures.most_common()),
         },
     }
@@ -236,13 +283,6 @@ def evaluate(
         report["groups"] = _per_group(persons, load_groups(groups), scores, policy)
     else:
         report["groups"] = None
-    report["seconds_embedding"] = embed_s
-    report["seconds_total"] = time.perf_counter() - started
-    report["workers"] = workers
-    report["model"] = decision.EMBEDDER
-    from devicebio.evaluation.machine import describe_machine
-
-    report["machine"] = describe_machine()
     report["_scores"] = {"transactions": scores, "comparisons": comp}
     return report
 
@@ -263,18 +303,18 @@ def _enrol_and_probe(
             continue
         p.enrol = "enrolled"
         p.templates = first
-        rest = p.acquired[enrol : enrol + probes]
+        rest = p.acquired_probe[enrol : enrol + probes]
         p.genuine_attempted = len(p.photos) >= enrol + probes
         if p.genuine_attempted and rest:
             p.probes = np.stack(rest)
         if p.probes is not None and len(p.probes) == probes:
             p.impostor_probes = p.probes
         elif len(p.acquired) >= probes:
-            p.impostor_probes = np.stack(p.acquired[:probes])
+            p.impostor_probes = np.stack(p.acquired_probe[:probes])
     for p in persons:
         # people too few photos to enrol can still be zero-effort impostors
         if p.impostor_probes is None and p.enrol == "not_attempted" and len(p.acquired) >= probes:
-            p.impostor_probes = np.stack(p.acquired[:probes])
+            p.impostor_probes = np.stack(p.acquired_probe[:probes])
 
 
 def _failure_to_enrol(persons: list[_Person], enrol: int, probes: int) -> dict[str, Any]:
@@ -336,9 +376,11 @@ def _transaction_scores(persons: list[_Person]) -> _Scores:
 
 def _comparison_scores(persons: list[_Person], progress: bool) -> _Scores:
     """One photo against one photo: the first acquired photo of each person against every
-    other person's; and every same-person pair among the acquired photos."""
+    other person's; and every same-person pair among the acquired photos (in each pair the
+    earlier photo is the probe, the later the template)."""
     firsts = [i for i, p in enumerate(persons) if p.acquired]
-    emb = np.stack([persons[i].acquired[0] for i in firsts])[:, None]
+    emb = np.stack([persons[i].acquired[0] for i in firsts])[:, None]  # as templates
+    probe = np.stack([persons[i].acquired_probe[0] for i in firsts])[:, None]
     n = len(firsts)
     imp = []
     bar = None
@@ -347,7 +389,7 @@ def _comparison_scores(persons: list[_Person], progress: bool) -> _Scores:
 
         bar = tqdm(total=n * (n - 1) // 2, desc="cross-person pairs", unit="pair", unit_scale=True)
     for start in range(0, n, _CHUNK):
-        block = decision.fused_distances(emb[start : start + _CHUNK], emb)
+        block = decision.fused_distances(probe[start : start + _CHUNK], emb)
         rows = np.arange(start, min(start + _CHUNK, n))
         upper = np.arange(n)[None, :] > rows[:, None]  # each unordered pair once
         imp.append(block[upper].astype(np.float32))
@@ -359,7 +401,7 @@ def _comparison_scores(persons: list[_Person], progress: bool) -> _Scores:
     for i, p in enumerate(persons):
         if len(p.acquired) >= 2:
             e = np.stack(p.acquired)[:, None]
-            d = decision.fused_distances(e, e)
+            d = decision.fused_distances(np.stack(p.acquired_probe)[:, None], e)
             iu = np.triu_indices(len(e), 1)
             gen.extend(d[iu].tolist())
             owner.extend([i] * len(iu[0]))
@@ -600,11 +642,12 @@ def _pct(r: dict[str, Any]) -> str:
     return text
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_table(report: dict[str, Any], *, footer: bool = True) -> str:
     """The report as text: every rate with its 95% Clopper-Pearson interval and counts."""
     lines = [
         f"{report['standard']}; {report['people']} people, {report['photos']} photos, "
-        f"enrol {report['enrol_templates']}, probe {report['probe_frames']}",
+        f"enrol {report['enrol_templates']}, probe {report['probe_frames']}; templates: mirror "
+        f"average; probes: {'mirror average' if report['probe_mirror'] else 'chip alone'}",
         f"policy: threshold {report['policy']['threshold']:.3f} "
         f"({report['policy']['operating_point'] or 'custom'}), same person (enrolment "
         f"consistency) {report['policy']['same_person']:.3f}",
@@ -657,9 +700,15 @@ def format_table(report: dict[str, Any]) -> str:
             "\nper group: no annotation given (--groups FILE: a person,attribute... CSV or "
             "Columbia's lfw_attributes.txt)"
         )
-    lines.append(
-        f"\n{report['seconds_total']:.0f} s ({report['seconds_embedding']:.0f} s embedding, "
-        f"{report['workers']} workers); load average "
-        f"{', '.join(f'{x:.1f}' for x in report['machine'].get('load_average') or [])}"
-    )
+    other = report.get("probe_mirror_other")
+    if other is not None:
+        lines.append("\n==== the same embeddings, the other probe choice ====")
+        lines.append(format_table(other, footer=False))
+        lines.append("==== end of the other probe choice ====")
+    if footer:
+        lines.append(
+            f"\n{report['seconds_total']:.0f} s ({report['seconds_embedding']:.0f} s embedding, "
+            f"{report['workers']} workers); load average "
+            f"{', '.join(f'{x:.1f}' for x in report['machine'].get('load_average') or [])}"
+        )
     return "\n".join(lines)

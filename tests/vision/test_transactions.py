@@ -42,3 +42,26 @@ def test_shipped_default_meets_fmr_1e_4_on_held_out_people(lfw_dir: Path, pipeli
     assert fmr["trials"] >= 40_000, fmr["trials"]
     assert fmr["rate"] <= 1e-4, fmr
     assert report["failure_to_enrol"]["rate"] <= 0.25, report["failure_to_enrol"]
+
+
+def test_one_pass_gives_the_products_mirrored_and_the_plain_embedding(
+    lfw_dir: Path, pipeline
+) -> None:
+    """The evaluation embeds each photo once, both ways (for ``--compare-probe-mirror``): row 0
+    must be what the product's pipeline stores, row 1 what it gives without the mirror."""
+    import cv2
+    import numpy as np
+
+    path = sorted((lfw_dir / "images" / "Aaron_Peirsol").glob("*.jpg"))[0]
+    both, why = transactions._acquire(pipeline, str(path))
+    assert why == "acquired" and both is not None and both.shape == (2, 128)
+    rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    shipped = pipeline.analyze(rgb, select="center", gates=True)
+    np.testing.assert_allclose(both[0], shipped.embedding, atol=1e-5)
+    pipeline.mirror = False
+    try:
+        plain = pipeline.analyze(rgb, select="center", gates=True)
+    finally:
+        pipeline.mirror = True
+    np.testing.assert_allclose(both[1], plain.embedding, atol=1e-5)
+    assert float(np.linalg.norm(both[0] - both[1])) > 1e-3  # they are different embeddings
