@@ -57,7 +57,7 @@ def cmd_eval_transactions(args: argparse.Namespace) -> int:
         operating_point=args.operating_point,
         threshold=args.threshold,
         seeds=[int(s) for s in args.seeds.split(",")],
-        groups=Path(args.groups) if args.groups else None,
+        groups=args.groups or (),
         workers=args.workers,
         probe_mirror=args.probe_mirror,
         compare_probe_mirror=args.compare_probe_mirror,
@@ -127,7 +127,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--operating-point", help="evaluate this named operating point")
     p.add_argument("--threshold", type=float, help="evaluate a custom threshold instead")
     p.add_argument("--seeds", default="0,1,2,3,4", help="out-of-sample split seeds")
-    p.add_argument("--groups", help="person,attribute... CSV, or Columbia's lfw_attributes.txt")
+    p.add_argument(
+        "--groups",
+        action="append",
+        metavar="SPEC",
+        help="demographic annotation (repeatable): a person or image CSV, Columbia's "
+        "lfw_attributes.txt, ATTR=VALUE:IMAGE_LIST or ATTR:PERSON_MAP.json "
+        "(docs/data-demographics.md)",
+    )
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument(
         "--probe-mirror",

@@ -33,7 +33,6 @@ Embeddings and scores stay in this process's memory; only aggregates are returne
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from collections import Counter
@@ -46,7 +45,7 @@ import numpy as np
 
 from devicebio import decision
 from devicebio.errors import DeviceBioError, Reason
-from devicebio.evaluation import metrics
+from devicebio.evaluation import demographics, metrics
 
 TARGETS = (1e-3, 1e-4, 1e-5)
 SPLIT_SEEDS = (0, 1, 2, 3, 4)
@@ -183,7 +182,7 @@ def evaluate(
     operating_point: str | None = None,
     threshold: float | None = None,
     seeds: Sequence[int] = SPLIT_SEEDS,
-    groups: Path | None = None,
+    groups: Sequence[str | Path] = (),
     workers: int = 1,
     progress: bool = True,
     pipeline: Any = None,
@@ -202,6 +201,8 @@ def evaluate(
     if enrol < 1 or probes < 1:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "enrol and probes must be at least 1")
     policy = decision.Policy.of(threshold=threshold, operating_point=operating_point)
+    if groups:
+        demographics.load(list(groups))  # a bad annotation fails before the long embedding run
     started = time.perf_counter()
     listing = people_in(images)
     if people is not None:
@@ -279,8 +280,9 @@ def _report(
     comp = _comparison_scores(persons, progress)
     report["comparisons"] = _figures(comp, policy)
     report["out_of_sample"] = _out_of_sample(persons, scores, enrol, seeds, policy)
-    if groups is not None:
-        report["groups"] = _per_group(persons, load_groups(groups), scores, policy)
+    if groups:
+        annotation = demographics.load(list(groups))
+        report["groups"] = _per_group(persons, annotation, scores, policy)
     else:
         report["groups"] = None
     report["_scores"] = {"transactions": scores, "comparisons": comp}
@@ -487,92 +489,40 @@ def _restrict(s: _Scores, members: np.ndarray) -> _Scores:
 # ---- demographic groups -----------------------------------------------------------------------
 
 
-def load_groups(path: Path) -> dict[str, dict[str, str]]:
-    """person -> {attribute: group}, from either a CSV with a ``person`` column and one column
-    per attribute (e.g. ``person,sex,age``), or Columbia's LFW attribute file
-    (``lfw_attributes.txt``: per image, classifier scores; a person takes the attribute whose
-    mean score over their images is highest: Male/Female, Asian/White/Black/Indian, and
-    Baby/Child/Youth/Middle Aged/Senior)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DeviceBioError(Reason.INVALID_ARGUMENT, f"cannot read groups file: {exc}") from None
-    lines = text.splitlines()
-    if any("person\timagenum" in ln for ln in lines[:3]):
-        return _columbia(lines)
-    rows = list(csv.DictReader(lines))
-    if not rows or "person" not in rows[0]:
-        raise DeviceBioError(Reason.MALFORMED_DATA, "groups CSV needs a 'person' column")
-    return {
-        r["person"].strip().replace(" ", "_"): {
-            k: v.strip() for k, v in r.items() if k != "person" and v is not None and v.strip()
-        }
-        for r in rows
-    }
-
-
-_COLUMBIA = {
-    "sex": ["Male"],
-    "race": ["Asian", "White", "Black", "Indian"],
-    "age": ["Baby", "Child", "Youth", "Middle Aged", "Senior"],
-}
-
-
-def _columbia(lines: list[str]) -> dict[str, dict[str, str]]:
-    header_at = next((i for i, ln in enumerate(lines[:3]) if "person\timagenum" in ln), None)
-    if header_at is None:
-        raise DeviceBioError(Reason.MALFORMED_DATA, "attribute file has no header line")
-    header = lines[header_at].lstrip("#").strip().split("\t")
-    col = {name: i for i, name in enumerate(header)}
-    for names in _COLUMBIA.values():
-        if any(n not in col for n in names):
-            raise DeviceBioError(Reason.MALFORMED_DATA, "attribute file lacks a column")
-    sums: dict[str, dict[str, float]] = {}
-    counts: Counter[str] = Counter()
-    for ln in lines[header_at + 1 :]:
-        parts = ln.split("\t")
-        if len(parts) != len(header):
-            continue
-        person = parts[0].strip().replace(" ", "_")
-        try:
-            values = {n: float(parts[col[n]]) for ns in _COLUMBIA.values() for n in ns}
-        except ValueError:
-            raise DeviceBioError(Reason.MALFORMED_DATA, "attribute file value") from None
-        acc = sums.setdefault(person, dict.fromkeys(values, 0.0))
-        for n, v in values.items():
-            acc[n] += v
-        counts[person] += 1
-    out: dict[str, dict[str, str]] = {}
-    for person, acc in sums.items():
-        mean = {n: v / counts[person] for n, v in acc.items()}
-        out[person] = {
-            "sex": "male" if mean["Male"] > 0 else "female",
-            "race": max(_COLUMBIA["race"], key=lambda n: mean[n]).lower(),
-            "age": max(_COLUMBIA["age"], key=lambda n: mean[n]).lower().replace(" ", "_"),
-        }
-    return out
-
-
 def _per_group(
     persons: list[_Person],
-    groups: dict[str, dict[str, str]],
+    groups: demographics.Groups,
     s: _Scores,
     policy: decision.Policy,
 ) -> dict[str, Any]:
     """FMR and FNMR per group at the policy's threshold: genuine transactions of the group's
     people; impostor transactions where both the prober and the enrolled person belong to it
     (the demographic-matched impostors, ISO/IEC 19795-10's harder case)."""
-    attrs = sorted({a for g in groups.values() for a in g})
-    out: dict[str, Any] = {"annotated_people": sum(p.name in groups for p in persons)}
-    for attr in attrs:
-        label = np.array([groups.get(p.name, {}).get(attr, "") for p in persons], dtype=object)
+    out: dict[str, Any] = {
+        "sources": groups.sources,
+        "annotated_people": sum(p.name in groups.of for p in persons),
+        "attributes": {},
+    }
+    enrolled = np.array([p.templates is not None for p in persons])
+    for attr in groups.attributes:
+        label = np.array([groups.of.get(p.name, {}).get(attr, "") for p in persons], dtype=object)
         per: dict[str, Any] = {}
         for value in sorted({v for v in label if v}):
             members = label == value
             sub = _restrict(s, members)
             fmr, fnmr = metrics.fmr_fnmr(sub.genuine, sub.impostor, policy.threshold)
-            per[value] = {"people": int(members.sum()), "fmr": fmr, "fnmr": fnmr}
-        out[attr] = per
+            per[value] = {
+                "people": int(members.sum()),
+                "enrolled": int(sum(enrolled[members])),
+                "fmr": fmr,
+                "fnmr": fnmr,
+            }
+        out["attributes"][attr] = {
+            "groups": per,
+            "unannotated": int((label == "").sum()),
+            "conflicting": groups.conflicting.get(attr, 0),
+            "similar": demographics.similarity(per),
+        }
     return out
 
 
@@ -686,19 +636,12 @@ def format_table(report: dict[str, Any], *, footer: bool = True) -> str:
         cells.append(f"policy: FMR {p['fmr']['rate']:.1e} FNMR {p['fnmr']['rate']:.2%}")
         lines.append("  " + "; ".join(cells))
     if report.get("groups"):
-        lines.append("\nper group (at the policy's threshold; impostors of the same group):")
-        for attr, per in report["groups"].items():
-            if attr == "annotated_people":
-                continue
-            for value, row in per.items():
-                lines.append(
-                    f"  {attr}={value} ({row['people']} people): FMR {_pct(row['fmr'])}; "
-                    f"FNMR {_pct(row['fnmr'])}"
-                )
+        lines.extend(_group_lines(report["groups"], report["policy"]["threshold"]))
     else:
         lines.append(
-            "\nper group: no annotation given (--groups FILE: a person,attribute... CSV or "
-            "Columbia's lfw_attributes.txt)"
+            "\nper group: no annotation given (--groups SPEC, docs/data-demographics.md: a "
+            "person or image CSV, Columbia's lfw_attributes.txt, ATTR=VALUE:IMAGE_LIST, "
+            "ATTR:PERSON_MAP.json)"
         )
     other = report.get("probe_mirror_other")
     if other is not None:
@@ -712,3 +655,30 @@ def format_table(report: dict[str, Any], *, footer: bool = True) -> str:
             f"{', '.join(f'{x:.1f}' for x in report['machine'].get('load_average') or [])}"
         )
     return "\n".join(lines)
+
+
+def _group_lines(g: dict[str, Any], threshold: float) -> list[str]:
+    lines = [
+        f"\nper group at {threshold:.3f} (impostors from the same group; "
+        f"{g['annotated_people']} people annotated by {', '.join(g['sources'])}):"
+    ]
+    for attr, a in g["attributes"].items():
+        lines.append(
+            f"  {attr} ({a['unannotated']} people unannotated; {a['conflicting']} ties in the "
+            "annotation):"
+        )
+        for value, row in a["groups"].items():
+            lines.append(
+                f"    {value}: {row['people']} people, {row['enrolled']} enrolled; "
+                f"FMR {_pct(row['fmr'])}; FNMR {_pct(row['fnmr'])}"
+            )
+        for what in ("fmr", "fnmr"):
+            sim = a["similar"][what]
+            ratio = "n/a" if sim["ratio"] is None else f"{sim['ratio']:.1f}x"
+            apart = (
+                "; ".join(" vs ".join(pair) for pair in sim["apart"])
+                if sim["apart"]
+                else "none (all 95% intervals overlap)"
+            )
+            lines.append(f"    {what.upper()} highest/lowest {ratio}; intervals apart: {apart}")
+    return lines
