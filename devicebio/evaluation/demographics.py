@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from devicebio.errors import DeviceBioError, Reason
+from devicebio.evaluation import metrics
 
 MULTIPLE = "multiple"
 _IMAGE_NAME = re.compile(r"^(?P<person>.+)_(?P<num>\d+)\.[A-Za-z]+$")
@@ -189,21 +190,30 @@ def _columbia(lines: list[str]) -> list[tuple[str, str, str]]:
 
 
 def similarity(per: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Whether the groups' rates are alike: for FMR and FNMR, the highest over the lowest point
-    rate, and the pairs of groups whose 95% intervals do not overlap (a difference the data
-    resolves; overlapping intervals do not prove the rates equal)."""
+    """Whether the groups' rates are alike, for FMR and FNMR: the highest over the lowest point
+    rate; the pairs of groups whose 95% intervals do not overlap; and for every pair the exact
+    two-sided p-value of equal rates (:func:`metrics.rates_differ_p`). Impostor transactions
+    share people, so neither is exact for them (module doc of transactions)."""
     out: dict[str, Any] = {}
     for what in ("fmr", "fnmr"):
-        rows = {g: r[what] for g, r in per.items() if r[what]["trials"]}
-        rates = [r["rate"] for r in rows.values()]
+        rows = {g: r[what] for g, r in sorted(per.items()) if r[what]["trials"]}
+        names = list(rows)
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
         apart = [
             [a, b]
-            for i, a in enumerate(sorted(rows))
-            for b in sorted(rows)[i + 1 :]
+            for a, b in pairs
             if rows[a]["ci95"][1] < rows[b]["ci95"][0] or rows[b]["ci95"][1] < rows[a]["ci95"][0]
         ]
-        ratio = None
-        if rates and min(rates) > 0:
-            ratio = max(rates) / min(rates)
-        out[what] = {"ratio": ratio, "apart": apart}
+        tests = [
+            {
+                "groups": [a, b],
+                "p": metrics.rates_differ_p(
+                    rows[a]["errors"], rows[a]["trials"], rows[b]["errors"], rows[b]["trials"]
+                ),
+            }
+            for a, b in pairs
+        ]
+        rates = [r["rate"] for r in rows.values()]
+        ratio = max(rates) / min(rates) if rates and min(rates) > 0 else None
+        out[what] = {"ratio": ratio, "apart": apart, "tests": tests}
     return out

@@ -179,6 +179,21 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     return min(total, 1.0)
 
 
+def rates_differ_p(errors_a: int, trials_a: int, errors_b: int, trials_b: int) -> float:
+    """Two-sided exact p-value that two error rates are equal: given the errors of both, the
+    count of group a is Binomial(total errors, trials_a / (trials_a + trials_b)) under equal
+    rates (the conditional test, right for rare errors); twice the smaller tail, at most 1."""
+    if min(trials_a, trials_b) <= 0:
+        raise ValueError("need trials in both groups")
+    total = errors_a + errors_b
+    if total == 0:
+        return 1.0
+    share = trials_a / (trials_a + trials_b)
+    low = binomial_cdf(errors_a, total, share)
+    high = 1.0 - binomial_cdf(errors_a - 1, total, share) if errors_a > 0 else 1.0
+    return min(1.0, 2.0 * min(low, high))
+
+
 def rate(errors: int, trials: int, confidence: float = 0.95) -> dict[str, Any]:
     """A rate as reports give it: the count, the point estimate, the Clopper-Pearson interval
     and, with no errors, the rule-of-three bound (3/n, one-sided 95%)."""

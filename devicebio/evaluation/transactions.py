@@ -511,11 +511,16 @@ def _per_group(
             members = label == value
             sub = _restrict(s, members)
             fmr, fnmr = metrics.fmr_fnmr(sub.genuine, sub.impostor, policy.threshold)
+            hit = sub.impostor < policy.threshold
+            a, b = sub.probe_owner[hit], sub.template_owner[hit]
             per[value] = {
                 "people": int(members.sum()),
                 "enrolled": int(sum(enrolled[members])),
                 "fmr": fmr,
                 "fnmr": fnmr,
+                # A false match both ways round is one pair of people: impostor transactions
+                # are not independent trials, and this says how many pairs the errors rest on.
+                "false_match_pairs": len(set(zip(np.minimum(a, b), np.maximum(a, b), strict=True))),
             }
         out["attributes"][attr] = {
             "groups": per,
@@ -670,15 +675,19 @@ def _group_lines(g: dict[str, Any], threshold: float) -> list[str]:
         for value, row in a["groups"].items():
             lines.append(
                 f"    {value}: {row['people']} people, {row['enrolled']} enrolled; "
-                f"FMR {_pct(row['fmr'])}; FNMR {_pct(row['fnmr'])}"
+                f"FMR {_pct(row['fmr'])} ({row['false_match_pairs']} pairs of people); "
+                f"FNMR {_pct(row['fnmr'])}"
             )
         for what in ("fmr", "fnmr"):
             sim = a["similar"][what]
             ratio = "n/a" if sim["ratio"] is None else f"{sim['ratio']:.1f}x"
-            apart = (
-                "; ".join(" vs ".join(pair) for pair in sim["apart"])
-                if sim["apart"]
-                else "none (all 95% intervals overlap)"
+            apart = "; ".join(" vs ".join(pair) for pair in sim["apart"]) or "none"
+            differ = [t for t in sim["tests"] if t["p"] < 0.05]
+            tested = (
+                "; ".join(f"{' vs '.join(t['groups'])} p={t['p']:.3f}" for t in differ) or "none"
             )
-            lines.append(f"    {what.upper()} highest/lowest {ratio}; intervals apart: {apart}")
+            lines.append(
+                f"    {what.upper()} highest/lowest {ratio}; 95% intervals apart: {apart}; "
+                f"exact test p < 0.05: {tested}"
+            )
     return lines

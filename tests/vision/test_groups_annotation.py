@@ -141,14 +141,22 @@ def test_per_group_counts_rates_and_what_the_intervals_resolve() -> None:
     assert (m["fmr"]["errors"], m["fmr"]["trials"]) == (0, 6)
     assert (f["fnmr"]["errors"], f["fnmr"]["trials"]) == (2, 2)
     assert (m["fnmr"]["errors"], m["fnmr"]["trials"]) == (0, 3)
+    # F0<->F1 both ways round is one pair of people: 3 pairs carry the 4 false matches
+    assert (f["false_match_pairs"], m["false_match_pairs"]) == (3, 0)
     # FMR 4/4 vs 0/6: the intervals [0.40, 1] and [0, 0.46] overlap; FNMR 2/2 vs 0/3 too
-    assert sex["similar"]["fmr"] == {"ratio": None, "apart": []}
+    fmr_sim = sex["similar"]["fmr"]
+    assert (fmr_sim["ratio"], fmr_sim["apart"]) == (None, [])
+    assert fmr_sim["tests"][0]["groups"] == ["female", "male"]
+    # all 4 errors in female's 4 of 10 trials: P = 0.4**4 = 0.0256, doubled
+    assert fmr_sim["tests"][0]["p"] == pytest.approx(2 * 0.4**4)
     assert sex["similar"]["fnmr"]["apart"] == []
 
     text = "\n".join(transactions._group_lines(out, t))
     assert "female: 3 people, 2 enrolled; FMR 1.00e+00" in text
+    assert "(3 pairs of people)" in text
     assert "male: 3 people, 3 enrolled; FMR 0.00e+00" in text
-    assert "none (all 95% intervals overlap)" in text
+    # p = 0.0512: not below 0.05, so no pair is named
+    assert "FMR highest/lowest n/a; 95% intervals apart: none; exact test p < 0.05: none" in text
 
 
 def test_similarity_names_the_pairs_whose_intervals_do_not_overlap() -> None:
@@ -162,4 +170,20 @@ def test_similarity_names_the_pairs_whose_intervals_do_not_overlap() -> None:
     sim = demographics.similarity(per)
     assert sim["fmr"]["apart"] == [["a", "b"], ["b", "c"]]
     assert sim["fmr"]["ratio"] == pytest.approx(50.0)
-    assert sim["fnmr"] == {"ratio": pytest.approx(4 / 3), "apart": []}  # c has no trials
+    assert [t["groups"] for t in sim["fmr"]["tests"]] == [["a", "b"], ["a", "c"], ["b", "c"]]
+    assert sim["fmr"]["tests"][0]["p"] < 1e-10
+    assert sim["fnmr"]["ratio"] == pytest.approx(4 / 3)  # c has no trials
+    assert sim["fnmr"]["apart"] == []
+    assert [t["groups"] for t in sim["fnmr"]["tests"]] == [["a", "b"]]
+
+
+def test_exact_rate_comparison() -> None:
+    from devicebio.evaluation import metrics
+
+    assert metrics.rates_differ_p(0, 10, 0, 10) == 1.0
+    assert metrics.rates_differ_p(5, 100, 5, 100) == 1.0  # the middle of a symmetric law
+    # 3 errors, equal trials: all 3 in group a has P = 1/8; two-sided 1/4
+    assert metrics.rates_differ_p(3, 50, 0, 50) == pytest.approx(0.25)
+    assert metrics.rates_differ_p(0, 50, 3, 50) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        metrics.rates_differ_p(0, 0, 1, 10)
