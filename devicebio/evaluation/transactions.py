@@ -242,7 +242,7 @@ def _report(
     probes: int,
     policy: decision.Policy,
     seeds: Sequence[int],
-    groups: Path | None,
+    groups: Sequence[str | Path],
     progress: bool,
     probe_mirror: bool,
 ) -> dict[str, Any]:
