@@ -18,7 +18,6 @@ from devicebio.protocol import (
     AuthenticationResponseData,
     LivenessClaim,
     Method,
-    ed25519_public_key_from_cose,
     parse_authentication_json,
 )
 
@@ -236,16 +235,14 @@ def _verify(
 
 
 @functools.lru_cache(maxsize=1024)
-def _verify_key(cose_key: bytes) -> nacl.signing.VerifyKey:
-    # The stored COSE_Key, proved canonical OKP/Ed25519/EdDSA and loaded once per key: the
-    # cache is keyed by the exact stored bytes, so one credential can never be handed
-    # another's key, and a VerifyKey is immutable. Failures are not cached.
-    return nacl.signing.VerifyKey(ed25519_public_key_from_cose(cose_key))
+def _verify_key(raw_key: bytes) -> nacl.signing.VerifyKey:
+    # A VerifyKey is immutable and depends on the raw key alone, so one per key is kept.
+    return nacl.signing.VerifyKey(raw_key)
 
 
 def _verify_signature(record: CredentialRecord, message: bytes, signature: bytes) -> None:
     try:
-        key = _verify_key(record.public_key)
+        key = _verify_key(record.ed25519_public_key)  # the COSE_Key decoded once per key
     except Exception:
         # Registration only ever stores EdDSA keys: anything else is a damaged store.
         raise VerifierError(Reason.STORAGE, "stored credential key is not Ed25519") from None

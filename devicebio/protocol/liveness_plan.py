@@ -137,22 +137,28 @@ def liveness_sequence_hash(challenge: bytes, plan: Sequence[PromptStep]) -> byte
     data = _check_challenge(challenge)
     if not isinstance(plan, Sequence) or not 1 <= len(plan) <= _MAX_STEPS:
         invalid(f"plan must be a sequence of 1..{_MAX_STEPS} PromptStep")
-    out = bytearray(_HASH_DOMAIN)
-    out += struct.pack(">H", len(data)) + data + struct.pack(">B", len(plan))
+    steps: list[tuple[Prompt, int, int]] = []
     for step in plan:
         if not isinstance(step, PromptStep):
             invalid("plan must hold PromptStep")
-        name = Prompt(step.prompt).value.encode("ascii")
-        times = [round(float(t) * 1000.0) for t in (step.delay_s, step.window_s)]
-        if not all(0 <= t < 2**32 for t in times):
+        delay_ms, window_ms = (round(float(t) * 1000.0) for t in (step.delay_s, step.window_s))
+        if not (0 <= delay_ms < 2**32 and 0 <= window_ms < 2**32):
             invalid("prompt times out of range")
-        out += struct.pack(">B", len(name)) + name + struct.pack(">II", *times)
-    return hashlib.sha256(bytes(out)).digest()
+        steps.append((Prompt(step.prompt), delay_ms, window_ms))
+    return _sequence_hash(data, steps)
 
 
 # Per prompt, the hash encoding's fixed bytes: u8 len(prompt) || prompt ASCII.
 _PROMPT_BYTES = {p: struct.pack(">B", len(p.value)) + p.value.encode("ascii") for p in _PROMPTS}
-_WINDOW_BYTES = struct.pack(">I", _WINDOW_MS)
+
+
+def _sequence_hash(data: bytes, steps: Sequence[tuple[Prompt, int, int]]) -> bytes:
+    """The one encoder of the sequence hash (see :func:`liveness_sequence_hash`)."""
+    out = bytearray(_HASH_DOMAIN)
+    out += struct.pack(">H", len(data)) + data + struct.pack(">B", len(steps))
+    for prompt, delay_ms, window_ms in steps:
+        out += _PROMPT_BYTES[prompt] + struct.pack(">II", delay_ms, window_ms)
+    return hashlib.sha256(bytes(out)).digest()
 
 
 def liveness_expectation(challenge: bytes) -> tuple[bytes, int]:
@@ -166,13 +172,6 @@ def liveness_expectation(challenge: bytes) -> tuple[bytes, int]:
     """
     data = _check_challenge(challenge)
     plan = _plan_ms(data, DEFAULT_STEPS)
-    out = bytearray(_HASH_DOMAIN)
-    out += struct.pack(">H", len(data))
-    out += data
-    out.append(len(plan))
-    for prompt, delay_ms in plan:
-        out += _PROMPT_BYTES[prompt]
-        out += struct.pack(">I", delay_ms)
-        out += _WINDOW_BYTES
+    sequence_hash = _sequence_hash(data, [(prompt, delay, _WINDOW_MS) for prompt, delay in plan])
     total_ms = sum(delay_ms for _, delay_ms in plan)
-    return hashlib.sha256(out).digest(), -(-total_ms * MIN_SESSION_FPS // 1000)
+    return sequence_hash, -(-total_ms * MIN_SESSION_FPS // 1000)

@@ -324,23 +324,29 @@ def test_version_1_database_migrates_forward(backend) -> None:
         assert [e[1] for e in s.audit_events()] == ["kept", "after"]
 
 
-def test_concurrent_opens_of_a_new_database_create_it_once(backend) -> None:
+def _race(open_store: Any, openers: int = 4) -> tuple[list[Any], list[BaseException]]:
+    """Run ``open_store`` in ``openers`` threads released at once: (stores, errors)."""
     stores: list[Any] = []
     errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(openers)
 
     def opener() -> None:
         barrier.wait()
         try:
-            stores.append(backend.open())
-        except BaseException as exc:  # reported below
+            stores.append(open_store())
+        except BaseException as exc:  # reported by the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=opener) for _ in range(4)]
+    threads = [threading.Thread(target=opener) for _ in range(openers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return stores, errors
+
+
+def test_concurrent_opens_of_a_new_database_create_it_once(backend) -> None:
+    stores, errors = _race(backend.open)
     assert errors == [] and len(stores) == 4
     stores[0].audit("one")
     assert [e[1] for e in stores[3].audit_events()] == ["one"]
@@ -362,21 +368,8 @@ def test_sqlite_concurrent_first_opens_never_fail_on_the_wal_switch(tmp_path: Pa
     failures: list[BaseException] = []
     for round_no in range(150):
         path = tmp_path / f"race{round_no}.db"
-        barrier = threading.Barrier(4)
-        opened: list[SQLiteStore] = []
-
-        def opener(path: Path = path, barrier: threading.Barrier = barrier, opened=opened) -> None:
-            barrier.wait()
-            try:
-                opened.append(SQLiteStore(path))
-            except BaseException as exc:  # reported below
-                failures.append(exc)
-
-        threads = [threading.Thread(target=opener) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        opened, errors = _race(lambda path=path: SQLiteStore(path))
+        failures += errors
         for store in opened:
             store.close()
     assert failures == []
