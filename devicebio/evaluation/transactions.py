@@ -201,8 +201,8 @@ def evaluate(
     if enrol < 1 or probes < 1:
         raise DeviceBioError(Reason.INVALID_ARGUMENT, "enrol and probes must be at least 1")
     policy = decision.Policy.of(threshold=threshold, operating_point=operating_point)
-    if groups:
-        demographics.load(list(groups))  # a bad annotation fails before the long embedding run
+    # Read once, before the long embedding run, so a bad annotation fails at once.
+    annotation = demographics.load(list(groups)) if groups else None
     started = time.perf_counter()
     listing = people_in(images)
     if people is not None:
@@ -216,7 +216,7 @@ def evaluate(
     embed_s = time.perf_counter() - started
 
     def run(who: list[_Person], mirror: bool) -> dict[str, Any]:
-        out = _report(who, acquired, enrol, probes, policy, seeds, groups, progress, mirror)
+        out = _report(who, acquired, enrol, probes, policy, seeds, annotation, progress, mirror)
         out["dataset"], out["photos"], out["probe_mirror"] = str(images), len(paths), mirror
         return out
 
@@ -242,7 +242,7 @@ def _report(
     probes: int,
     policy: decision.Policy,
     seeds: Sequence[int],
-    groups: Sequence[str | Path],
+    annotation: demographics.Groups | None,
     progress: bool,
     probe_mirror: bool,
 ) -> dict[str, Any]:
@@ -280,11 +280,9 @@ def _report(
     comp = _comparison_scores(persons, progress)
     report["comparisons"] = _figures(comp, policy)
     report["out_of_sample"] = _out_of_sample(persons, scores, enrol, seeds, policy)
-    if groups:
-        annotation = demographics.load(list(groups))
-        report["groups"] = _per_group(persons, annotation, scores, policy)
-    else:
-        report["groups"] = None
+    report["groups"] = (
+        None if annotation is None else _per_group(persons, annotation, scores, policy)
+    )
     report["_scores"] = {"transactions": scores, "comparisons": comp}
     return report
 
