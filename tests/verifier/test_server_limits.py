@@ -267,3 +267,32 @@ def test_serve_flags_build_the_limits() -> None:
     assert _limits(build_parser().parse_args(base)) == Limits()
     with pytest.raises(UsageError):
         _limits(build_parser().parse_args([*base, "--burst", "0"]))
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto says TCP; the listening socket
+    must say so, or every response's body (written after its head) waits for the client's
+    delayed ACK: ~40 ms per request (1 client: 22 sign-ins/s instead of ~200/s)."""
+    import asyncio
+
+    from verifier.server.run import _listening_socket
+
+    async def main() -> int:
+        sock = _listening_socket("127.0.0.1", 0, allow_non_loopback=False)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                s = transport.get_extra_info("socket")
+                accepted.set_result(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            try:
+                return await asyncio.wait_for(accepted, _CLOSE_WITHIN)
+            finally:
+                writer.close()
+
+    assert asyncio.run(main()) != 0
