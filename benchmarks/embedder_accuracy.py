@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from devicebio.evaluation.lfw import parse_pairs
     from devicebio.vision import models
     from devicebio.vision._ort import make_session
-    from devicebio.vision.embedder import Embedder
+    from devicebio.vision.embedder import Embedder, session_initializers
     from devicebio.vision.pipeline import EMBEDDERS, FacePipeline
 
     machine = describe_machine()
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     reference = None
     for kind in ("fp32", "int8"):
-        emb = Embedder(make_session(models.load_model(EMBEDDERS[kind])))
+        data = models.load_model(EMBEDDERS[kind])
+        emb = Embedder(make_session(data, initializers=session_initializers()))
         plain, mirrored = [], []
         for a in range(0, len(chips), 16):
             both = emb.embed(np.concatenate([chips[a : a + 16], chips[a : a + 16, :, ::-1]]))

@@ -171,7 +171,16 @@ def _lever_session(
     if spin_us is not None:
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
     data = models.load_model(model or name)
-    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    kept = []
+    if (model or name).startswith("dlib_resnet"):
+        from devicebio.vision.embedder import session_initializers
+
+        for key, arr in session_initializers().items():  # as the pipeline runs it
+            kept.append(ort.OrtValue.ortvalue_from_numpy(arr))
+            options.add_initializer(key, kept[-1])
+    session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    session._devicebio_initializers = kept
+    return session
 
 
 def _apply_lever(pipe: Any, lever: dict[str, Any], threads: int) -> None:

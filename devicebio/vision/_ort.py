@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
 
@@ -13,12 +15,15 @@ def make_session(
     model_bytes: bytes,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    initializers: Mapping[str, np.ndarray] | None = None,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` for ``model_bytes``.
 
     ``providers`` defaults to ``["CPUExecutionProvider"]`` (never whatever onnxruntime happens
     to pick, so results do not change with the machine); ``threads`` (intra-op) defaults to
-    ``os.cpu_count()``. All graph optimisations are enabled.
+    ``os.cpu_count()``. All graph optimisations are enabled. ``initializers`` replace the
+    model's constants of the same names in this session (the pinned file is not touched); the
+    arrays are kept alive with the session, as onnxruntime requires.
 
     Raises ``DeviceBioError`` with DEPENDENCY_MISSING when onnxruntime is not installed,
     INVALID_ARGUMENT for a bad ``threads``/``providers`` value, and MODEL_BUILD_FAILED when
@@ -59,10 +64,18 @@ def make_session(
     # whole pipeline ran 2-3x slower with spinning on, benchmarks/pipeline_speed.py).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    kept = []
+    for name, array in (initializers or {}).items():
+        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+        options.add_initializer(name, value)
+        kept.append(value)
     try:
-        return ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=chosen)
+        session = ort.InferenceSession(bytes(model_bytes), sess_options=options, providers=chosen)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad models
         raise DeviceBioError(
             Reason.MODEL_BUILD_FAILED,
             f"onnxruntime could not load the model ({type(exc).__name__})",
         ) from exc
+    # onnxruntime reads the replaced constants from these buffers for the session's lifetime
+    session._devicebio_initializers = kept
+    return session

@@ -38,7 +38,7 @@ from devicebio.vision.detector_blaze import BlazeFaceDetector
 from devicebio.vision.detector_blaze import to_dlib_box as blaze_to_dlib_box
 from devicebio.vision.detector_mmod import MmodDetector
 from devicebio.vision.detector_mmod import to_dlib_box as mmod_to_dlib_box
-from devicebio.vision.embedder import Embedder
+from devicebio.vision.embedder import Embedder, session_initializers
 from devicebio.vision.landmarks import ShapePredictor5
 from devicebio.vision.types import Detection
 
@@ -158,7 +158,8 @@ class FacePipeline:
 
         def session(name: str, n_threads: int) -> Any:
             data = models.load_model(name, cache_dir, progress=progress)
-            return make_session(data, providers, n_threads)
+            extra = session_initializers() if name == self._embedder_model else None
+            return make_session(data, providers, n_threads, extra)
 
         fast = ["mp_face_detection_short_range", "mp_face_detection_full_range"]
         detectors = fast if detector == "fast" else ["dlib_mmod"]

@@ -23,7 +23,7 @@ from devicebio.vision.build.resnet_int8 import (
     build_resnet_int8_onnx,
     quantize_resnet,
 )
-from devicebio.vision.embedder import Embedder
+from devicebio.vision.embedder import Embedder, session_initializers
 
 pytestmark = pytest.mark.device
 
@@ -111,6 +111,32 @@ def test_close_to_fp32_on_real_chips(fp32_bytes: bytes, int8_bytes: bytes, chips
     # a batch gives what one chip at a time gives
     one = np.stack([int8.embed(c) for c in chips[:3]])
     np.testing.assert_allclose(int8.embed(chips[:3]), one, atol=1e-4)
+
+
+def test_the_widened_mean_is_the_graphs_own(fp32_bytes: bytes, int8_bytes: bytes) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    ((name, tiled),) = session_initializers().items()
+    for data in (fp32_bytes, int8_bytes):
+        graph = onnx.load_from_string(data).graph
+        assert graph.node[0].op_type == "Sub" and list(graph.node[0].input) == ["chips", name]
+        (mean,) = [numpy_helper.to_array(i) for i in graph.initializer if i.name == name]
+        assert mean.shape == (3,) and mean.dtype == np.float32
+        assert tiled.shape == (150, 150, 3) and (tiled == mean).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_the_widened_mean_gives_the_same_bits(
+    kind: str, threads: int, fp32_bytes: bytes, int8_bytes: bytes, chips
+) -> None:
+    data = fp32_bytes if kind == "fp32" else int8_bytes
+    pinned = Embedder(make_session(data, threads=threads))
+    widened = Embedder(make_session(data, threads=threads, initializers=session_initializers()))
+    for batch in (chips[:1], chips[:2], chips):
+        np.testing.assert_array_equal(pinned.embed(batch), widened.embed(batch))
+        np.testing.assert_array_equal(pinned.embed_mirrored(batch), widened.embed_mirrored(batch))
 
 
 def test_a_missing_calibrated_range_is_a_typed_error(fp32_bytes: bytes) -> None:
