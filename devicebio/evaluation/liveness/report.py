@@ -155,7 +155,9 @@ def replay_binding(replays: Sequence[Outcome]) -> dict[str, Any] | None:
     timing trial, passed when the liveness check accepted that response; a replay stops at its
     first failed step, so the trials are the steps done plus one for each replay that stopped
     inside the common prefix. ``beyond_common`` counts replays that got further than the
-    prompts the two plans share, which the order check should make impossible."""
+    prompts the two plans share: a recorded blink that falls in a fresh turn step is ignored
+    (blinks are never wrong), so the next recorded turn may answer it; a dead end unless the
+    recording blinks once more (benchmarks/replay_odds.py, ``--blink-rate``)."""
     if not replays:
         return None
     from devicebio.evaluation import metrics
