@@ -23,6 +23,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from devicebio.errors import DeviceBioError, Reason
@@ -37,6 +38,10 @@ MIN_IMAGE_SIDE = 8
 # Coordinates beyond this are not a face box in any real image; bounding them keeps the
 # rounding to integers well inside int64.
 _MAX_COORD = 1e7
+# The leaf lookup table has 2**splits entries: trees of depth 4 (dlib's default, the shipped
+# model's) need 65,536; deeper ones are refused rather than allowed to exhaust memory.
+_MAX_DEPTH = 4
+_MAX_SPLITS = 2**_MAX_DEPTH - 1
 
 
 def _bad(message: str) -> DeviceBioError:
@@ -112,19 +117,30 @@ class ShapePredictor5:
         self._trees = trees
         self._depth = int(splits + 1).bit_length() - 1
         self._splits = splits
-        # Flattened per level so that one gather serves all trees: node n of tree t sits at
-        # t * splits + n, its leaf l at t * (splits + 1) + l.
-        self._thresh = np.ascontiguousarray(arrays.thresholds.reshape(cascades, trees * splits))
+        if splits > _MAX_SPLITS:
+            raise DeviceBioError(
+                Reason.MALFORMED_DATA, f"shape predictor trees deeper than {_MAX_DEPTH} levels"
+            )
+
+        # Split tests stored node-major, one gather per level serving all trees: node n of
+        # tree t sits at n * trees + t, so a level's outcomes come out as a (splits, trees)
+        # matrix whose rows are bit planes. The leaf l of tree t sits at t * (splits + 1) + l.
+        def node_major(a: np.ndarray) -> np.ndarray:
+            by_tree = a.reshape(cascades, trees, splits)
+            return np.ascontiguousarray(by_tree.transpose(0, 2, 1).reshape(cascades, -1))
+
+        self._thresh = node_major(arrays.thresholds)
         feats = arrays.split_features.astype(np.intp)
-        self._idx1 = np.ascontiguousarray(feats[..., 0].reshape(cascades, trees * splits))
-        self._idx2 = np.ascontiguousarray(feats[..., 1].reshape(cascades, trees * splits))
+        self._idx1 = node_major(feats[..., 0])
+        self._idx2 = node_major(feats[..., 1])
         self._leaves = arrays.leaves.reshape(cascades, trees * (splits + 1), 2 * parts)
-        self._tree_base = np.arange(trees, dtype=np.intp) * splits
         self._leaf_base = np.arange(trees, dtype=np.intp) * (splits + 1)
         # Every tree has the same complete shape, so the leaf a tree reaches is one function
         # of its split outcomes: pack them into an integer and look the leaf up, instead of
-        # walking the trees level by level (a third of the predictor's time).
-        self._bit_weights = (1 << np.arange(splits, dtype=np.int32)).astype(np.int32)
+        # walking the trees level by level. The packing is one float32 matrix-vector product
+        # of the bit planes with the powers of two: exact, since every sum is an integer
+        # below 2**16, and a BLAS call where an integer product was a slow generic loop.
+        self._bit_weights = (2.0 ** np.arange(splits)).astype(np.float32)
         self._leaf_of_bits = _leaf_table(splits, self._depth)
         # Per level: where each feature's anchor x and y sit in the shape vector, (2, F).
         anchors = arrays.anchors.astype(np.intp) * 2
@@ -173,31 +189,38 @@ class ShapePredictor5:
         sx, sy = right - left, bottom - top
         scale = np.array([[sx], [sy]])
         origin = np.array([[left], [top]])
-        # One flat view (a copy only for non-contiguous input) so pixel reads are 1-D gathers.
-        pixels = np.ascontiguousarray(img).reshape(-1)
-        channels = 1 if img.ndim == 2 else 3
+        size = np.array([[width], [height]], dtype=np.uintp)
+        # Rows of the image, one pixel each, so one gather reads a sample's value or colour.
+        pixels = np.ascontiguousarray(img).reshape(height * width, -1)
+        grey = img.ndim == 2
         shape = self._mean.copy()
         acc = np.empty((self._trees + 1, shape.shape[0]), dtype=np.float32)
+        go_left = np.empty((self._splits, self._trees), dtype=np.float32)
         for level in range(self._cascades):
             # Feature pixels: offsets turned by the mean->current similarity and added to their
             # anchor landmark, in float32 like dlib; then onto the image in float64.
             a, b = _similarity_2x2(self._mean_list, shape.tolist())
-            rot = np.array([[a], [b]], dtype=np.float32)
             # Rows: x = a*dx - b*dy, y = b*dx + a*dy, each then plus its anchor coordinate.
-            unit = rot * self._off_x[level] + np.array([[-b], [a]], np.float32) * self._off_y[level]
+            unit = np.array([[a], [b]], dtype=np.float32) * self._off_x[level]
+            unit += np.array([[-b], [a]], dtype=np.float32) * self._off_y[level]
             unit += shape[self._anchor_xy[level]]
-            pix = np.floor(unit.astype(np.float64) * scale + origin + 0.5).astype(np.intp)
-            feats = _grey_at(pixels, channels, pix[0], pix[1], width, height)
-            # Every split's test of the level at once, then walk all trees down together.
-            go_left = (feats[self._idx1[level]] - feats[self._idx2[level]]) > self._thresh[level]
-            bits = go_left.reshape(self._trees, self._splits).view(np.uint8) @ self._bit_weights
-            leaf = self._leaf_of_bits[bits]
+            pos = unit.astype(np.float64)
+            pos *= scale
+            pos += origin
+            pos += 0.5
+            pix = np.floor(pos, out=pos).astype(np.intp)
+            feats = _sample(pixels, grey, pix, size, width)
+            # Every split's test of the level at once, as 0.0/1.0 bit planes (1 = go left).
+            diff = feats.take(self._idx1[level]) - feats.take(self._idx2[level])
+            np.greater(diff, self._thresh[level], out=go_left.reshape(-1), casting="unsafe")
+            leaf = self._leaf_of_bits[(self._bit_weights @ go_left).astype(np.intp)]
             leaf += self._leaf_base
             acc[0] = shape
             np.take(self._leaves[level], leaf, axis=0, out=acc[1:])
-            # Reducing along the first axis adds row after row, the order in which dlib adds
-            # the trees' outputs, so the float32 sums come out bit-identical.
-            shape = np.add.reduce(acc, axis=0)
+            # Row after row, the order in which dlib adds the trees' outputs, so the float32
+            # sums come out bit-identical: OpenCV's column reduction adds rows in order in
+            # float32 (numpy's add.reduce does the same at twice the cost).
+            shape = cv2.reduce(acc, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F)[0]
         xy = shape.reshape(-1, 2).astype(np.float64)
         out = np.stack([xy[:, 0] * sx + left, xy[:, 1] * sy + top], axis=1)
         if not subpixel:
@@ -219,24 +242,27 @@ def _leaf_table(splits: int, depth: int) -> np.ndarray:
     return (node - splits).astype(np.intp)
 
 
-def _grey_at(
-    pixels: np.ndarray, channels: int, xi: np.ndarray, yi: np.ndarray, width: int, height: int
+def _sample(
+    pixels: np.ndarray, grey: bool, pix: np.ndarray, size: np.ndarray, width: int
 ) -> np.ndarray:
-    """Grey values (as float32) at integer pixel positions of a flattened image; 0 outside.
+    """Grey values (as float32) at integer pixel positions ``pix`` (2, F); 0 outside.
 
-    Colour becomes grey as the integer mean (R + G + B) // 3, which is dlib's conversion.
+    ``pixels`` is the image as (H * W, C) rows. Colour becomes grey as the integer mean
+    (R + G + B) // 3, which is dlib's conversion.
     """
     # Negative positions viewed as unsigned are huge, so one comparison checks both ends.
-    inside = (xi.view(np.uintp) < width) & (yi.view(np.uintp) < height)
-    flat = np.where(inside, yi * width + xi, 0)
-    if channels == 1:
-        return pixels[flat] * inside.astype(np.float32)
-    flat *= 3
-    total = pixels[flat].astype(np.intp)
-    total += pixels[flat + 1]
-    total += pixels[flat + 2]
-    return _THIRDS[total] * inside
+    inside = (pix.view(np.uintp) < size).all(axis=0)
+    flat = pix[1] * width
+    flat += pix[0]
+    flat *= inside  # outside samples read pixel 0, then count as 0
+    values = pixels.take(flat, axis=0)
+    if grey:
+        return values[:, 0] * inside.astype(np.float32)
+    # The channel sum as a float32 product with (1, 1, 1): exact (integers below 766).
+    total = values.astype(np.float32) @ _ONES3
+    return _THIRDS[total.astype(np.intp)] * inside
 
 
 # (R + G + B) // 3 for every possible sum, as float32: one gather instead of a divide and a cast.
 _THIRDS = (np.arange(3 * 255 + 1) // 3).astype(np.float32)
+_ONES3 = np.ones(3, dtype=np.float32)
