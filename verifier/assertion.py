@@ -18,12 +18,14 @@ from devicebio.protocol import (
     AuthenticationResponseData,
     LivenessClaim,
     Method,
+    ProtocolError,
+    ed25519_public_key_from_cose,
     parse_authentication_json,
 )
 
 from . import _webauthn as checks
 from .challenges import Challenge, Purpose
-from .errors import Reason, VerifierError, protocol_errors
+from .errors import Reason, VerifierError, from_protocol
 from .policy import Assurance, Policy
 from .revocation import check_not_revoked
 from .store import CredentialRecord, Store
@@ -110,8 +112,10 @@ def verify_assertion(
         challenge = checks.redeem_challenge(
             store, expected=expected_challenge, purpose=Purpose.AUTHENTICATE, user=None, now=now
         )
-        with protocol_errors():
+        try:
             parsed = parse_authentication_json(credential)
+        except ProtocolError as exc:
+            raise from_protocol(exc) from None
         credential_id_hex = parsed.credential_id.hex()
         result = _verify(
             parsed,
@@ -235,14 +239,16 @@ def _verify(
 
 
 @functools.lru_cache(maxsize=1024)
-def _verify_key(raw_key: bytes) -> nacl.signing.VerifyKey:
-    # A VerifyKey is immutable and depends on the raw key alone, so one per key is kept.
-    return nacl.signing.VerifyKey(raw_key)
+def _verify_key(cose_key: bytes) -> nacl.signing.VerifyKey:
+    # A VerifyKey is immutable and depends on the stored COSE_Key's exact bytes alone, so
+    # one per key is kept: the strict decode and the key load run once per credential key.
+    # Failures are not cached.
+    return nacl.signing.VerifyKey(ed25519_public_key_from_cose(cose_key))
 
 
 def _verify_signature(record: CredentialRecord, message: bytes, signature: bytes) -> None:
     try:
-        key = _verify_key(record.ed25519_public_key)  # the COSE_Key decoded once per key
+        key = _verify_key(record.public_key)
     except Exception:
         # Registration only ever stores EdDSA keys: anything else is a damaged store.
         raise VerifierError(Reason.STORAGE, "stored credential key is not Ed25519") from None

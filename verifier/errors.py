@@ -63,10 +63,16 @@ _FROM_PROTOCOL = {
 }
 
 
+def from_protocol(exc: ProtocolError) -> VerifierError:
+    """The verifier's one boundary with the shared protocol: its typed error becomes ours
+    (hot paths catch ``ProtocolError`` and raise this, sparing a context manager per call)."""
+    return VerifierError(_FROM_PROTOCOL[exc.reason], exc.detail)
+
+
 @contextlib.contextmanager
 def protocol_errors() -> Iterator[None]:
-    """The verifier's one boundary with the shared protocol: its typed error becomes ours."""
+    """:func:`from_protocol` around a block."""
     try:
         yield
     except ProtocolError as exc:
-        raise VerifierError(_FROM_PROTOCOL[exc.reason], exc.detail) from None
+        raise from_protocol(exc) from None

@@ -54,10 +54,11 @@ from devicebio.protocol import (
     DevicebioExtension,
     LivenessClaim,
     Method,
+    ProtocolError,
     liveness_expectation,
 )
 
-from .errors import Reason, VerifierError, protocol_errors
+from .errors import Reason, VerifierError, from_protocol
 
 __all__ = ["Assurance", "Method", "Policy"]
 
@@ -163,7 +164,10 @@ class Policy:
 
     def liveness_assurance(self, kind: str) -> Assurance:
         """The assurance a passed liveness claim of ``kind`` earns (a known kind)."""
-        return dict(self.face_with_liveness)[kind]
+        for known, assurance in self.face_with_liveness:
+            if known == kind:
+                return assurance
+        raise KeyError(kind)
 
     def check(self, extension: DevicebioExtension, *, challenge: bytes) -> Assurance:
         """Refuse what this policy does not accept, and any claim that does not hold up for
@@ -200,8 +204,10 @@ class Policy:
             return
         # A passed challenge-bound claim is checked whatever the policy: a wrong one is a
         # replayed or forged result, never merely "no liveness".
-        with protocol_errors():
+        try:
             expected, frames_needed = liveness_expectation(challenge)
+        except ProtocolError as exc:
+            raise from_protocol(exc) from None
         if claim.sequence_hash is None or not hmac.compare_digest(claim.sequence_hash, expected):
             raise VerifierError(
                 Reason.LIVENESS_MISMATCH, "liveness was not performed for this challenge's prompts"

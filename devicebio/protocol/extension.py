@@ -208,6 +208,68 @@ class DevicebioExtension:
         return {EXTENSION_ID: self.to_cbor_obj()}
 
 
+# Each map's keys in CTAP2 canonical order (shorter first, then bytewise).
+_EXTENSION_RANK = {"a": 0, "d": 1, "l": 2, "m": 3, "s": 4, "v": 5, "md": 6}
+_LIVENESS_RANK = {"f": 0, "h": 1, "k": 2, "p": 3}
+
+
+def _canonical_keys(obj: dict[Any, Any], rank: dict[str, int], required: tuple[str, ...]) -> bool:
+    # Known keys only, in canonical order (so no duplicates), the required ones present.
+    last = -1
+    for key in obj:
+        position = rank.get(key) if type(key) is str else None
+        if position is None or position <= last:
+            return False
+        last = position
+    return all(key in obj for key in required)
+
+
+def plain_extension(obj: object) -> DevicebioExtension | None:
+    """:meth:`DevicebioExtension.from_cbor_obj` for the plain shape, or ``None``.
+
+    The accept side only, for the verifier's hot path: a map whose keys are the documented
+    ones in canonical order and whose every value has its exact documented type goes
+    straight to the constructors (which keep every value check); anything else returns
+    ``None``, and the strict path then decides and says why. What this accepts,
+    ``from_cbor_obj`` accepts with an equal result (property test).
+    """
+    if type(obj) is not dict or not _canonical_keys(obj, _EXTENSION_RANK, ("v", "m", "l", "a")):
+        return None
+    live = obj["l"]
+    if type(live) is not dict or not _canonical_keys(live, _LIVENESS_RANK, ("k", "p", "f")):
+        return None
+    method = obj["m"]
+    kind, passed, frames = live["k"], live["p"], live["f"]
+    digest, model = live.get("h"), obj.get("md")
+    device_id, sdk = obj.get("d"), obj.get("s")
+    if (
+        type(obj["v"]) is not int
+        or obj["v"] != 1
+        or type(method) is not str
+        or method not in _METHODS
+        or type(obj["a"]) is not str
+        or type(kind) is not str
+        or type(passed) is not bool
+        or type(frames) is not int
+        or (digest is not None and type(digest) is not bytes)
+        or (model is not None and type(model) is not str)
+        or (device_id is not None and type(device_id) is not bytes)
+        or (sdk is not None and type(sdk) is not str)
+    ):
+        return None
+    try:
+        return DevicebioExtension(
+            method=_METHODS[method],
+            liveness=LivenessClaim(kind, passed, digest, frames),
+            model=model,
+            assurance=obj["a"],
+            device_id=device_id,
+            sdk_version=sdk,
+        )
+    except ProtocolError:
+        return None
+
+
 @strict
 def devicebio_extension_of(auth_data: AuthenticatorData) -> DevicebioExtension | None:
     """The ``devicebio`` extension in parsed authenticator data, or None when absent.

@@ -76,21 +76,28 @@ _CHOICES: dict[Prompt | None, tuple[Prompt, ...]] = {
 }
 
 
+_U32 = struct.Struct(">I").pack
+_U16 = struct.Struct(">H").pack
+_TIMES = struct.Struct(">II").pack
+
+
 def _plan_ms(data: bytes, steps: int) -> tuple[tuple[Prompt, int], ...]:
     """The plan as (prompt, delay in ms) pairs: the one derivation both
     :func:`liveness_plan` and :func:`liveness_expectation` read."""
     seed = hashlib.sha256(_PLAN_DOMAIN + data).digest()
     for attempt in range(256):
-        stream = hashlib.sha256(seed + struct.pack(">I", attempt)).digest()
+        stream = hashlib.sha256(seed + _U32(attempt)).digest()
         stream += hashlib.sha256(stream).digest()
         plan: list[tuple[Prompt, int]] = []
         previous: Prompt | None = None
+        turned = False  # the verifier runs this per sign-in: a flag, not a second pass
         for i in range(steps):
             pick, delay = stream[2 * i], stream[2 * i + 1] * 256 + stream[32 + i]
             choices = _CHOICES[previous]
             previous = choices[pick % len(choices)]
+            turned = turned or previous in _TURNS
             plan.append((previous, _DELAY_MIN_MS + delay % _DELAY_STEPS * 10))
-        if steps < 2 or any(prompt in _TURNS for prompt, _ in plan):
+        if steps < 2 or turned:
             return tuple(plan)
     raise AssertionError("unreachable: 256 draws without a head turn")  # pragma: no cover
 
@@ -154,11 +161,10 @@ _PROMPT_BYTES = {p: struct.pack(">B", len(p.value)) + p.value.encode("ascii") fo
 
 def _sequence_hash(data: bytes, steps: Sequence[tuple[Prompt, int, int]]) -> bytes:
     """The one encoder of the sequence hash (see :func:`liveness_sequence_hash`)."""
-    out = bytearray(_HASH_DOMAIN)
-    out += struct.pack(">H", len(data)) + data + struct.pack(">B", len(steps))
+    out = [_HASH_DOMAIN, _U16(len(data)), data, bytes((len(steps),))]
     for prompt, delay_ms, window_ms in steps:
-        out += _PROMPT_BYTES[prompt] + struct.pack(">II", delay_ms, window_ms)
-    return hashlib.sha256(bytes(out)).digest()
+        out += (_PROMPT_BYTES[prompt], _TIMES(delay_ms, window_ms))
+    return hashlib.sha256(b"".join(out)).digest()
 
 
 def liveness_expectation(challenge: bytes) -> tuple[bytes, int]:
@@ -171,7 +177,6 @@ def liveness_expectation(challenge: bytes) -> tuple[bytes, int]:
     building the plan's objects.
     """
     data = _check_challenge(challenge)
-    plan = _plan_ms(data, DEFAULT_STEPS)
-    sequence_hash = _sequence_hash(data, [(prompt, delay, _WINDOW_MS) for prompt, delay in plan])
-    total_ms = sum(delay_ms for _, delay_ms in plan)
-    return sequence_hash, -(-total_ms * MIN_SESSION_FPS // 1000)
+    steps = [(prompt, delay, _WINDOW_MS) for prompt, delay in _plan_ms(data, DEFAULT_STEPS)]
+    total_ms = sum([step[1] for step in steps])
+    return _sequence_hash(data, steps), -(-total_ms * MIN_SESSION_FPS // 1000)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import cbor2
 from fido2 import cbor
 from fido2.cose import EdDSA
 from fido2.webauthn import (
@@ -42,7 +43,12 @@ from devicebio.protocol.encoding import (
     strict,
 )
 from devicebio.protocol.errors import ProtocolError, ProtocolReason
-from devicebio.protocol.extension import DevicebioExtension, devicebio_extension_of
+from devicebio.protocol.extension import (
+    EXTENSION_ID,
+    DevicebioExtension,
+    devicebio_extension_of,
+    plain_extension,
+)
 
 COSE_ALG_EDDSA = -8
 # A fixed AAGUID naming "a devicebio software authenticator". Self-attestation proves nothing
@@ -120,13 +126,43 @@ def parse_authenticator_data(data: bytes) -> AuthenticatorData:
             malformed("authenticator extensions must be a map")
     elif len(raw) != 37:
         malformed("authenticatorData is not canonical")
+    return _assertion_auth_data(raw, extensions)
+
+
+def _assertion_auth_data(raw: bytes, extensions: dict[str, Any] | None) -> AuthenticatorData:
     parsed = AuthenticatorData.__new__(AuthenticatorData, raw)
     object.__setattr__(parsed, "rp_id_hash", raw[:32])
-    object.__setattr__(parsed, "flags", flags)
+    object.__setattr__(parsed, "flags", raw[32])
     object.__setattr__(parsed, "counter", int.from_bytes(raw[33:37], "big"))
     object.__setattr__(parsed, "credential_data", None)
     object.__setattr__(parsed, "extensions", extensions)
     return parsed
+
+
+def _plain_assertion(raw: bytes) -> tuple[AuthenticatorData, DevicebioExtension] | None:
+    """The common assertion's authenticatorData read with cbor2's C decoder, or ``None``.
+
+    The accept side only: no attested credential data, and extensions that are exactly one
+    devicebio extension of the plain shape (:func:`plain_extension`), encoded as cbor2
+    re-encodes what it decoded (so minimal heads, definite lengths, no duplicate keys,
+    nothing after) with the keys in canonical order: the one canonical encoding of the
+    decoded value, which :func:`parse_authenticator_data` accepts with equal fields and
+    :func:`devicebio_extension_of` decodes to an equal extension (property test). Anything
+    else returns ``None`` and takes the strict path, which then decides and says why.
+    """
+    if len(raw) <= 37 or raw[32] & (_AT | _ED) != _ED:
+        return None
+    body = raw[37:]
+    try:
+        extensions = cbor2.loads(body)
+    except Exception:  # any refusal is the strict path's to explain
+        return None
+    if type(extensions) is not dict or len(extensions) != 1:
+        return None
+    extension = plain_extension(extensions.get(EXTENSION_ID))
+    if extension is None or cbor2.dumps(extensions) != body:
+        return None
+    return _assertion_auth_data(raw, extensions), extension
 
 
 def _parse_attested_authenticator_data(raw: bytes) -> AuthenticatorData:
@@ -420,7 +456,12 @@ def parse_authentication_json(
         resp, _AUTH_RESPONSE, {"clientDataJSON", "authenticatorData", "signature"}, "response"
     )
     client_data = parse_client_data(_b64_field(resp["clientDataJSON"], "clientDataJSON"))
-    auth_data = parse_authenticator_data(_b64_field(resp["authenticatorData"], "authenticatorData"))
+    raw_auth_data = _b64_field(resp["authenticatorData"], "authenticatorData")
+    plain = _plain_assertion(raw_auth_data)
+    if plain is None:
+        auth_data, extension = parse_authenticator_data(raw_auth_data), None
+    else:
+        auth_data, extension = plain
     signature = _b64_field(resp["signature"], "signature")
     if not signature:
         malformed("empty signature")
@@ -438,7 +479,7 @@ def parse_authentication_json(
         user_handle=user_handle,
         authenticator_attachment=attachment,
         client_extension_results=results,
-        extension=_extension(auth_data),
+        extension=_extension(auth_data) if plain is None else extension,
     )
 
 

@@ -4,7 +4,9 @@
   re-encode that must give back the input;
 - ``parse_authenticator_data`` against fido2's own constructor, field by field;
 - ``b64url_decode`` against decode + re-encode;
-- ``liveness_expectation`` against ``liveness_sequence_hash`` / ``minimum_frames``.
+- ``liveness_expectation`` against ``liveness_sequence_hash`` / ``minimum_frames``;
+- ``plain_extension`` / ``_plain_assertion`` (cbor2's C decoder, accept side only) against
+  the strict extension decoder and ``parse_authenticator_data``.
 
 Inputs are valid encodings, their one-byte mutations, truncations and extensions, and
 hand-made non-canonical forms, so that both the accept and the refuse sides are exercised.
@@ -26,6 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devicebio.protocol import (
+    DevicebioExtension,
+    LivenessClaim,
+    Method,
     ProtocolError,
     ProtocolReason,
     b64url_decode,
@@ -42,6 +47,8 @@ from devicebio.protocol.encoding import (
     decode_canonical,
     json_loads,
 )
+from devicebio.protocol.extension import devicebio_extension_of, plain_extension
+from devicebio.protocol.webauthn import _plain_assertion
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -265,3 +272,120 @@ def test_client_data_fields_are_fido2s(obj):
 def test_duplicate_json_keys_are_refused(text):
     with pytest.raises(ProtocolError):
         json_loads(text, "test")
+
+
+# --------------------------------------------------------------------------- plain assertions
+# The verifier's hot path reads a device's usual authenticatorData with cbor2's C decoder and
+# builds the extension straight from its plain shape (accept side only). Whatever it
+# accepts, the strict path must accept with equal fields; what it declines goes to the
+# strict path, so it never refuses anything itself.
+
+_TOKEN = st.from_regex(r"[a-z0-9][a-z0-9-]{0,8}", fullmatch=True)
+_PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=8)
+_ODD = st.one_of(
+    st.none(), st.integers(-3, 3), st.booleans(), st.text(max_size=4), st.binary(max_size=4)
+)
+
+
+@st.composite
+def _extension_maps(draw: st.DrawFn) -> Any:
+    """devicebio extension maps: valid ones, and ones with a field dropped, added, retyped
+    or given an out-of-range value."""
+    method = draw(st.sampled_from(["face", "pin", "recovery", "security-key", "Face", "x"]))
+    live: dict[str, Any] = {
+        "k": draw(st.one_of(st.just("active-challenge"), st.just("none"), _TOKEN)),
+        "p": draw(st.booleans()),
+        "f": draw(st.one_of(st.integers(0, 100_000), st.integers(-2, 200_000))),
+    }
+    if draw(st.booleans()):
+        live["h"] = draw(st.binary(min_size=draw(st.sampled_from([16, 32, 64, 15, 65]))))
+    ext: dict[str, Any] = {
+        "v": draw(st.sampled_from([1, 1, 1, 2, 0])),
+        "m": method,
+        "l": live,
+        "a": draw(st.one_of(_TOKEN, st.just("Moderate"))),
+    }
+    for key, value in (("md", _PRINTABLE), ("s", _PRINTABLE), ("d", st.binary(max_size=17))):
+        if draw(st.booleans()):
+            ext[key] = draw(value)
+    for target in (ext, live):
+        if draw(st.integers(0, 5)) == 0:
+            target.pop(draw(st.sampled_from(sorted(target))), None)
+        if draw(st.integers(0, 5)) == 0:
+            target[draw(st.sampled_from([*target, "zz", "q"]))] = draw(_ODD)
+    return ext
+
+
+def _strict_extension(obj: object) -> Any:
+    try:
+        return DevicebioExtension.from_cbor_obj(obj)
+    except ProtocolError:
+        return None
+
+
+@SETTINGS
+@given(_extension_maps())
+def test_plain_extension_accepts_only_what_the_strict_decoder_accepts_equal(obj):
+    fast = plain_extension(obj)
+    if fast is not None:
+        assert fast == _strict_extension(obj)
+    # A valid map in canonical key order is the plain shape: the fast path takes it.
+    if _strict_extension(obj) is not None and canonical_cbor(obj) == cbor2.dumps(obj):
+        assert fast is not None
+
+
+def _strict_assertion(raw: bytes) -> tuple[str, Any]:
+    try:
+        parsed = parse_authenticator_data(raw)
+        ext = devicebio_extension_of(parsed)
+    except ProtocolError:
+        return "refused", None
+    return "ok", (parsed, ext)
+
+
+@SETTINGS
+@given(_HEADER, _extension_maps(), st.data())
+def test_plain_assertion_accepts_only_what_the_strict_parse_accepts_equal(header, ext, data):
+    rp_id_hash, flags, counter = header
+    head = rp_id_hash + bytes([flags]) + counter.to_bytes(4, "big")
+    wrapped = {"devicebio": ext}
+    bodies = [*_encodings(wrapped), cbor2.dumps({**wrapped, "other": 1})]
+    for body in bodies:
+        raws = [head + body]
+        if body:
+            i = data.draw(st.integers(0, len(body) - 1))
+            flipped = bytearray(body)
+            flipped[i] ^= data.draw(st.integers(1, 255))
+            raws += [head + bytes(flipped), head + body[:i], head + body + b"\x00"]
+        for raw in raws:
+            fast = _plain_assertion(raw)
+            if fast is None:
+                continue
+            want = _strict_assertion(raw)
+            assert want[0] == "ok", raw.hex()
+            ref, ref_ext = want[1]
+            got, got_ext = fast
+            assert type(got) is AuthenticatorData and bytes(got) == raw
+            assert (got.rp_id_hash, got.flags, got.counter) == (
+                ref.rp_id_hash,
+                ref.flags,
+                ref.counter,
+            )
+            assert got.credential_data is None and got.extensions == ref.extensions
+            assert got_ext == ref_ext
+
+
+def test_a_device_assertion_takes_the_plain_path():
+    ext = DevicebioExtension(
+        method=Method.FACE,
+        liveness=LivenessClaim("active-challenge", True, b"\x07" * 32, 500),
+        model="dlib-resnet@sha256:0123",
+        assurance="moderate",
+        sdk_version="0.1.0",
+    )
+    raw = (
+        b"\x11" * 32 + bytes([0x85]) + (7).to_bytes(4, "big") + canonical_cbor(ext.to_extensions())
+    )
+    fast = _plain_assertion(raw)
+    assert fast is not None and fast[1] == ext
+    assert _strict_assertion(raw) == ("ok", fast)
