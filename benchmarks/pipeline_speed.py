@@ -138,6 +138,15 @@ LEVERS: dict[str, dict[str, Any]] = {
     "opt-extended": {"doc": "onnxruntime graph optimisation EXTENDED", "opt": "extended"},
     "spin": {"doc": "onnxruntime threads spin between runs (its default)", "spin": True},
     "spin-100us": {"doc": "threads spin at most 100 us, then sleep", "spin": True, "spin_us": 100},
+    "spin-in-run": {
+        "doc": "threads spin inside a run, stop when it returns (force_spinning_stop)",
+        "spin": True,
+        "stop": True,
+    },
+    "resnet-spin-in-run": {
+        "doc": "the ResNet's threads spin inside a run only; BlazeFace as shipped",
+        "resnet_spin": True,
+    },
 }
 
 
@@ -148,6 +157,7 @@ def _lever_session(
     opt: str = "all",
     spin: bool = False,
     spin_us: int | None = None,
+    stop: bool = False,
     model: str | None = None,
 ) -> Any:
     """An onnxruntime session for model ``name`` with the lever's settings (else _ort's)."""
@@ -170,6 +180,8 @@ def _lever_session(
     options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
     if spin_us is not None:
         options.add_session_config_entry("session.intra_op.spin_duration_us", str(spin_us))
+    if stop:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     data = models.load_model(model or name)
     kept = []
     if (model or name).startswith("dlib_resnet"):
@@ -190,20 +202,31 @@ def _apply_lever(pipe: Any, lever: dict[str, Any], threads: int) -> None:
     from devicebio.vision.embedder import Embedder
 
     opt, spin, spin_us = lever.get("opt", "all"), bool(lever.get("spin")), lever.get("spin_us")
+    stop = bool(lever.get("stop"))
     resnet = lever.get("embedder") or getattr(pipe, "_embedder_model", "dlib_resnet_v1")
     rebuild_all = "opt" in lever or spin
-    if rebuild_all or "resnet_threads" in lever or "embedder" in lever:
+    if rebuild_all or "resnet_threads" in lever or "embedder" in lever or "resnet_spin" in lever:
         t = lever.get("resnet_threads", getattr(pipe, "_resnet_threads", threads))
+        r_spin = spin or bool(lever.get("resnet_spin"))
+        r_stop = stop or bool(lever.get("resnet_spin"))
         pipe._embedder = Embedder(
             _lever_session(
-                resnet, t, opt=opt, spin=spin, spin_us=spin_us, model=_resnet_model(resnet)
+                resnet,
+                t,
+                opt=opt,
+                spin=r_spin,
+                spin_us=spin_us,
+                stop=r_stop,
+                model=_resnet_model(resnet),
             )
         )
     if rebuild_all or "detect_threads" in lever:
         t = lever.get("detect_threads", getattr(pipe, "_detect_threads", threads))
         pipe._blazes = [
             BlazeFaceDetector(
-                _lever_session(f"mp_face_detection_{k}", t, opt=opt, spin=spin, spin_us=spin_us),
+                _lever_session(
+                    f"mp_face_detection_{k}", t, opt=opt, spin=spin, spin_us=spin_us, stop=stop
+                ),
                 k,
             )
             for k in ("short_range", "full_range")
