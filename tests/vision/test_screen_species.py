@@ -1,5 +1,6 @@
 """The screen-replay species of ``devicebio eval liveness`` (issue 13): the simulated recapture,
-the passive PAD's verdict on it, and a CI-sized run of both species with fixed seeds."""
+the passive PAD's verdict on it, and CI-sized runs of the new species with fixed seeds (one in
+the default run, with exact outcomes; a larger one marked slow)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,38 @@ def test_the_passive_pad_passes_the_genuine_frame_and_refuses_its_recapture(
     for seed in (0, 1, 2):
         shown = ScreenRecapture(np.random.default_rng(seed)).render(genuine, 0.0)
         assert fused(shown) < DEFAULT_THRESHOLD, seed
+
+
+def test_ci_sized_replay_species_are_refused_by_the_checks_they_meet(
+    video_dir: Path, lfw_dir: Path, pipeline
+) -> None:
+    """One recording replayed against three fresh challenges, one plain and one steered screen
+    replay, through the product's decision with its default PAD, seed 23: every outcome
+    exactly. Seed 23 picks the two people filmed at 15-16 fps (half the frames to measure, so
+    the run stays under a minute on 2 cores) and exercises three different checks: the order
+    check (the replays), the reaction-time check (the plain screen replay, whose recorded turn
+    came too soon after the fresh prompt) and the passive PAD (the steered replay answered all
+    six prompts, so only the PAD could refuse it). A change to any of them changes a reason."""
+    species = ("replay", "screen_replay", "steered_screen_replay")
+    report = ev.evaluate(
+        video_dir, lfw_dir, sessions=0, attacks=1, seed=23, species=species, progress=False,
+        pipeline=pipeline, replay_challenges=3,
+    )  # fmt: skip
+    assert report["pad"] == ["minifasnet"]
+    assert report["sessions"] == {"genuine": 0, "replay": 3, "screen_replay": 1,
+                                  "steered_screen_replay": 1}  # fmt: skip
+    assert report["reasons"] == {
+        "genuine": {},
+        "replay": {"wrong_order": 3},
+        "screen_replay": {"early_response": 1},
+        "steered_screen_replay": {"pad_failed": 1},
+    }
+    for s in species:
+        assert report["accepted"][s] == 0
+        assert report["apcer_ci"][s]["errors"] == 0  # the liveness check passed none
+    binding = report["replay_binding"]
+    assert binding["same_order"]["errors"] == 0 and binding["same_order"]["trials"] == 3
+    assert binding["steps_done"] == {0: 3} and binding["beyond_common"] == 0
 
 
 @pytest.mark.slow
