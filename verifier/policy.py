@@ -41,6 +41,7 @@ trusts them no further than it can check them, whatever the policy's settings:
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import re
 from collections.abc import Mapping
@@ -80,6 +81,13 @@ DEFAULT_LIVENESS_ASSURANCE = {
 # Canonical spellings: revocation lists match model ids and SDK versions exactly.
 _MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._:@+-]{0,127}")
 _SDK_RE = re.compile(r"[0-9][0-9a-z.+-]{0,63}")
+
+
+@functools.lru_cache(maxsize=512)
+def _names_canonical(model: str, sdk: str) -> bool:
+    # A device names the same model and SDK at every sign-in: one match per distinct pair
+    # (bounded, so hostile values cannot grow it).
+    return _MODEL_RE.fullmatch(model) is not None and _SDK_RE.fullmatch(sdk) is not None
 
 
 class Assurance(enum.StrEnum):
@@ -189,11 +197,12 @@ class Policy:
 
     def _check_face(self, extension: DevicebioExtension, challenge: bytes) -> None:
         model, sdk = extension.model, extension.sdk_version
-        if model is None or _MODEL_RE.fullmatch(model) is None:
-            raise VerifierError(
-                Reason.EXTENSION_INVALID, "a face verification must name its model canonically"
-            )
-        if sdk is None or _SDK_RE.fullmatch(sdk) is None:
+        if model is None or sdk is None or not _names_canonical(model, sdk):
+            # Which of the two, for the refusal.
+            if model is None or _MODEL_RE.fullmatch(model) is None:
+                raise VerifierError(
+                    Reason.EXTENSION_INVALID, "a face verification must name its model canonically"
+                )
             raise VerifierError(
                 Reason.EXTENSION_INVALID, "a face verification must name its SDK version"
             )

@@ -25,6 +25,7 @@ Its CBOR form (authenticator extension output, inside authenticatorData)::
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,21 @@ class Method(enum.StrEnum):
 _METHODS = {m.value: m for m in Method}
 _TOKEN_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _PRINTABLE_RE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+
+
+# A device sends the same kind, assurance, model and SDK version at every sign-in, and the
+# verifier checks each: one regular-expression match per distinct value, not per sign-in
+# (bounded, so hostile values cannot grow it).
+@functools.lru_cache(maxsize=512)
+def _is_token(text: str) -> bool:
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+@functools.lru_cache(maxsize=512)
+def _is_printable(text: str) -> bool:
+    return _PRINTABLE_RE.fullmatch(text) is not None
+
+
 _MAX_FRAMES = 100_000
 
 
@@ -73,7 +89,7 @@ class LivenessClaim:
     frames: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or _TOKEN_RE.fullmatch(self.kind) is None:
+        if not isinstance(self.kind, str) or not _is_token(self.kind):
             invalid("liveness kind must match [a-z0-9][a-z0-9-]{0,31}")
         if type(self.passed) is not bool:
             invalid("liveness passed must be a bool")
@@ -146,10 +162,10 @@ class DevicebioExtension:
         if self.model is not None and (
             not isinstance(self.model, str)
             or len(self.model) > 128
-            or _PRINTABLE_RE.fullmatch(self.model) is None
+            or not _is_printable(self.model)
         ):
             invalid("model must be 1..128 printable ASCII characters")
-        if not isinstance(self.assurance, str) or _TOKEN_RE.fullmatch(self.assurance) is None:
+        if not isinstance(self.assurance, str) or not _is_token(self.assurance):
             invalid("assurance must match [a-z0-9][a-z0-9-]{0,31}")
         if self.device_id is not None and (
             type(self.device_id) is not bytes or len(self.device_id) != 16
@@ -158,7 +174,7 @@ class DevicebioExtension:
         if self.sdk_version is not None and (
             not isinstance(self.sdk_version, str)
             or len(self.sdk_version) > 64
-            or _PRINTABLE_RE.fullmatch(self.sdk_version) is None
+            or not _is_printable(self.sdk_version)
         ):
             invalid("sdk_version must be 1..64 printable ASCII characters")
 
@@ -208,20 +224,21 @@ class DevicebioExtension:
         return {EXTENSION_ID: self.to_cbor_obj()}
 
 
-# Each map's keys in CTAP2 canonical order (shorter first, then bytewise).
-_EXTENSION_RANK = {"a": 0, "d": 1, "l": 2, "m": 3, "s": 4, "v": 5, "md": 6}
-_LIVENESS_RANK = {"f": 0, "h": 1, "k": 2, "p": 3}
+def _canonical_shapes(
+    order: tuple[str, ...], required: frozenset[str]
+) -> frozenset[tuple[str, ...]]:
+    # Every key sequence a map may have: known keys only, in CTAP2 canonical order (shorter
+    # first, then bytewise: ``order``), so no duplicates, the required ones present.
+    shapes = set()
+    for mask in range(1 << len(order)):
+        keys = tuple(k for i, k in enumerate(order) if mask >> i & 1)
+        if required <= set(keys):
+            shapes.add(keys)
+    return frozenset(shapes)
 
 
-def _canonical_keys(obj: dict[Any, Any], rank: dict[str, int], required: tuple[str, ...]) -> bool:
-    # Known keys only, in canonical order (so no duplicates), the required ones present.
-    last = -1
-    for key in obj:
-        position = rank.get(key) if type(key) is str else None
-        if position is None or position <= last:
-            return False
-        last = position
-    return all(key in obj for key in required)
+_EXTENSION_SHAPES = _canonical_shapes(("a", "d", "l", "m", "s", "v", "md"), frozenset("vmla"))
+_LIVENESS_SHAPES = _canonical_shapes(("f", "h", "k", "p"), frozenset("kpf"))
 
 
 def plain_extension(obj: object) -> DevicebioExtension | None:
@@ -233,10 +250,10 @@ def plain_extension(obj: object) -> DevicebioExtension | None:
     ``None``, and the strict path then decides and says why. What this accepts,
     ``from_cbor_obj`` accepts with an equal result (property test).
     """
-    if type(obj) is not dict or not _canonical_keys(obj, _EXTENSION_RANK, ("v", "m", "l", "a")):
+    if type(obj) is not dict or tuple(obj) not in _EXTENSION_SHAPES:
         return None
     live = obj["l"]
-    if type(live) is not dict or not _canonical_keys(live, _LIVENESS_RANK, ("k", "p", "f")):
+    if type(live) is not dict or tuple(live) not in _LIVENESS_SHAPES:
         return None
     method = obj["m"]
     kind, passed, frames = live["k"], live["p"], live["f"]

@@ -294,13 +294,15 @@ def record_from_row(row: tuple[Any, ...]) -> CredentialRecord:
 # json.dumps builds a new encoder per call when given options; one shared encoder writes the
 # same text (sort_keys, allow_nan=False) without that cost.
 _AUDIT_JSON = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
+_AUDIT_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def audit_text(event: str, fields: dict[str, Any]) -> tuple[str, str]:
     """``(event, fields as JSON)`` after the checks every backend applies to an audit row."""
     event = check_str("event", event)
     for key, value in fields.items():
-        if value is not None and not isinstance(value, str | int | float | bool):
+        # The exact types first: the usual fields cost one set lookup each.
+        if type(value) not in _AUDIT_TYPES and not isinstance(value, str | int | float | bool):
             raise VerifierError(
                 Reason.MALFORMED, f"audit field {key!r} must be str, int, float, bool or None"
             )
