@@ -2,7 +2,12 @@
 py_webauthn relying party, same machine, same database, same worker count, same clients.
 
     PYTHONPATH=$PWD python benchmarks/rp_load.py --json out/rp_load.json \\
-        [--workers 2] [--clients 1,8,32,64] [--stores postgres,sqlite] [--n 800]
+        [--workers 2] [--clients 1,8,32,64] [--stores postgres,sqlite] [--n 800] \\
+        [--assertions FILE]
+
+``--assertions FILE`` keeps the signed assertions (~30 ms each, minutes for a full run) in
+FILE: sign once with ``--sign-only``, then time runs (under a benchmark lock, split by
+``--clients``) that only load them.
 
 For each store (a throwaway PostgreSQL cluster started here, like the tests' fixture; a
 SQLite file), both servers run at once and each client count is measured on both back to
@@ -35,6 +40,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import signal
 import sqlite3
 import statistics
@@ -68,6 +74,26 @@ class Signer:
     texts: list[list[str]]  # the credential JSON text, for the library-only loop
 
 
+def _need(clients: Sequence[int], n: int) -> list[int]:
+    # What each client index needs: the most any run gives it (runs reuse the same list).
+    return [max(math.ceil(n / k) for k in clients if k > c) for c in range(max(clients))]
+
+
+def load_or_build_signer(work: Path, clients: Sequence[int], n: int, cache: Path | None) -> Signer:
+    """The signed assertions from ``cache`` if it holds enough of them, else signed now (and
+    kept in ``cache``). Only this script's own output is read back."""
+    need = _need(clients, n)
+    if cache is not None and cache.exists():
+        signer: Signer = pickle.loads(cache.read_bytes())  # only our own --sign-only file
+        have = [len(x) for x in signer.per_client]
+        if len(have) >= len(need) and all(h >= k for h, k in zip(have, need, strict=False)):
+            return signer
+    signer = build_signer(work, clients, n)
+    if cache is not None:
+        cache.write_bytes(pickle.dumps(signer))
+    return signer
+
+
 def build_signer(work: Path, clients: Sequence[int], n: int) -> Signer:
     from devicebio.hazmat.credentials import Credentials, UserVerification
     from devicebio.protocol import LivenessClaim, Method, liveness_plan, liveness_sequence_hash
@@ -87,8 +113,7 @@ def build_signer(work: Path, clients: Sequence[int], n: int) -> Signer:
         )
 
     k_max = max(clients)
-    # What each client index needs: the most any run gives it (runs reuse the same list).
-    need = [max(math.ceil(n / k) for k in clients if k > c) for c in range(k_max)]
+    need = _need(clients, n)
     device = Credentials(Vault.create(work / "vault", RawKey(b"\x5a" * 32)))
     scratch = SQLiteStore(":memory:")
     records = []
@@ -203,7 +228,7 @@ def reset(url: str) -> None:
 
 
 @contextlib.contextmanager
-def server(kind: str, url: str, workers: int) -> Iterator[tuple[str, int]]:
+def server(kind: str, url: str, workers: int) -> Iterator[tuple[str, int, int]]:
     if kind == "devicebio":
         cmd = [sys.executable, "-m", "verifier.cli", "serve", "--db", url, "--rp-id", RP_ID]
         cmd += ["--origin", ORIGIN, "--workers", str(workers), "--json"]
@@ -222,7 +247,7 @@ def server(kind: str, url: str, workers: int) -> Iterator[tuple[str, int]]:
         host_port = json.loads(line)["url"].removeprefix("http://")
         host, port = host_port.rsplit(":", 1)
         _wait_ready(host, int(port), workers)
-        yield host, int(port)
+        yield host, int(port), proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -255,6 +280,44 @@ def _wait_ready(host: str, port: int, workers: int, timeout: float = 120.0) -> N
 
 
 # --------------------------------------------------------------------------- load
+
+
+def _cpu_seconds(server_pgid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server under test (its process group: the supervisor
+    and workers), by every PostgreSQL process (the other server's backends idle meanwhile),
+    and by this load generator. Linux /proc only; empty elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {"server": 0.0, "postgres": 0.0, "client": time.process_time()}
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # comm is in parentheses and may hold spaces: split after its closing one.
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        rest = text[text.rindex(")") + 2 :].split()
+        pgid, used = int(rest[2]), (int(rest[11]) + int(rest[12])) / tick
+        if pgid == server_pgid:
+            out["server"] += used
+        elif comm == "postgres":
+            out["postgres"] += used
+    return out
+
+
+def _cpu_per(before: dict[str, float], after: dict[str, float], row: dict[str, Any]) -> dict:
+    """Microseconds of CPU per accepted sign-in, by who spent them (``{}`` without /proc).
+    Warm-up is excluded; a backend that exits during the run loses its share (none do)."""
+    if not before or not after or not row["accepted"]:
+        return {}
+    return {
+        k: round((after[k] - before[k]) / row["accepted"] * 1e6, 0)
+        for k in ("server", "postgres", "client")
+    }
 
 
 async def _client(
@@ -416,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--n", type=int, default=800, help="sign-ins per run at most")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="per run at most")
+    parser.add_argument("--assertions", type=Path, metavar="FILE", help="signed-assertion cache")
+    parser.add_argument("--sign-only", action="store_true", help="sign into --assertions, exit")
     parser.add_argument("--serve-ref", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_ref:
@@ -434,11 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         contextlib.ExitStack() as stack,
     ):
         t = time.perf_counter()
-        signer = build_signer(Path(v), clients, args.n)
+        signer = load_or_build_signer(Path(v), clients, args.n, args.assertions)
         print(
-            f"signed {sum(map(len, signer.per_client))} assertions"
-            f" in {time.perf_counter() - t:.0f} s"
+            f"{sum(map(len, signer.per_client))} signed assertions"
+            f" ready in {time.perf_counter() - t:.0f} s"
         )
+        if args.sign_only:
+            return 0
         library = library_only(signer, min(args.n, len(signer.texts[0])))
         print(
             f"py_webauthn library only: {library['per_s']:.0f}/s wall,"
@@ -458,22 +525,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else:
                         url = f"sqlite:///{Path(d) / f'{kind}.db'}"
                     (prepare_devicebio if kind == "devicebio" else prepare_ref)(url, signer)
-                    host, port = running.enter_context(server(kind, url, args.workers))
+                    host, port, pgid = running.enter_context(server(kind, url, args.workers))
                     # Warm-up (imports, pools, first connections), not reported.
                     run_load(host, port, signer, min(8, max(clients)), 8 * 4, args.max_seconds)
-                    up[kind] = (url, host, port)
+                    up[kind] = (url, host, port, pgid)
                 for i, k in enumerate(clients):
-                    order = servers if i % 2 == 0 else servers[::-1]
+                    # Alternate per repeat of k as well, when --clients repeats counts.
+                    flip = (i + clients[:i].count(k)) % 2
+                    order = servers[::-1] if flip else servers
                     for kind in order:
-                        url, host, port = up[kind]
+                        url, host, port, pgid = up[kind]
                         reset(url)
+                        cpu0 = _cpu_seconds(pgid)
                         row = run_load(host, port, signer, k, args.n, args.max_seconds)
+                        row["cpu_us_per_signin"] = _cpu_per(cpu0, _cpu_seconds(pgid), row)
                         row = {"server": kind, "store": store, "workers": args.workers, **row}
                         rows.append(row)
+                        cpu = row["cpu_us_per_signin"]
                         print(
                             f"  {kind:<16} {store:<8} clients {k:>3}: {row['per_s']:8.1f}/s"
                             f" {row['per_s_ci95']}  p50 {row['p50_ms']:7.1f} ms"
-                            f"  p99 {row['p99_ms']:7.1f} ms",
+                            f"  p99 {row['p99_ms']:7.1f} ms  CPU us/sign-in"
+                            + "".join(f" {name} {us:.0f}" for name, us in cpu.items()),
                             flush=True,
                         )
     after = describe_machine()
@@ -496,7 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    by = {(r["server"], r["store"], r["clients"]): r["per_s"] for r in rows}
+    """devicebio against the reference, and against its own 1-client rate: a client count
+    given several times (``--clients 1,32,1,32``: repeats, alternating) counts by its median
+    rate, which a burst of load on a shared machine moves less than a single run."""
+    runs: dict[tuple[str, str, int], list[float]] = {}
+    for r in rows:
+        runs.setdefault((r["server"], r["store"], r["clients"]), []).append(r["per_s"])
+    by = {key: statistics.median(rates) for key, rates in runs.items()}
     out: dict[str, float] = {}
     for (server_, store, k), rate in sorted(by.items()):
         if server_ != "devicebio":
