@@ -10,9 +10,9 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from verifier.errors import Reason, VerifierError
 
@@ -40,6 +40,8 @@ from .base import (
 _PAYMENT_COLUMNS = PAYMENT_COLUMNS.format(user="user")
 
 __all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
 
 _SYNCHRONOUS = {"full": ("FULL", 2), "normal": ("NORMAL", 1)}
 
@@ -467,6 +469,18 @@ class SQLiteStore:
         except (sqlite3.Error, OverflowError) as exc:
             raise storage_error(exc) from exc
 
+    def _run(self, statements: Callable[[], _T]) -> _T:
+        """``statements()`` as :meth:`_errors` runs a block. On the verify path, inside the
+        caller's own ``atomic()`` block (which holds the lock), straight away: a plain try
+        instead of the context managers, same effect."""
+        if self._owner == threading.get_ident():
+            try:
+                return statements()
+            except (sqlite3.Error, OverflowError) as exc:
+                raise storage_error(exc) from exc
+        with self._errors():
+            return statements()
+
     def close(self) -> None:
         """Close the connection, committing first a batch whose members await its commit."""
         with self._lock:
@@ -503,16 +517,7 @@ class SQLiteStore:
         value = check_bytes("value", value)
         if not _HAS_RETURNING:
             return self._use_challenge_two_statements(value)
-        # On the verify path, inside the caller's own block (which holds the lock): the
-        # statements straight away, without the _errors() context manager (same effect).
-        if self._owner == threading.get_ident():
-            try:
-                rows, won = self._redeem(value)
-            except (sqlite3.Error, OverflowError) as exc:
-                raise storage_error(exc) from exc
-        else:
-            with self._errors():
-                rows, won = self._redeem(value)
+        rows, won = self._run(lambda: self._redeem(value))
         if not rows:
             return None
         row = rows[0]
@@ -590,14 +595,7 @@ class SQLiteStore:
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
         credential_id = check_bytes("credential_id", credential_id)
-        if self._owner == threading.get_ident():  # inside our block: see use_challenge
-            try:
-                row = self._conn.execute(_CREDENTIAL_SQL, (credential_id,)).fetchone()
-            except (sqlite3.Error, OverflowError) as exc:
-                raise storage_error(exc) from exc
-        else:
-            with self._errors():
-                row = self._conn.execute(_CREDENTIAL_SQL, (credential_id,)).fetchone()
+        row = self._run(lambda: self._conn.execute(_CREDENTIAL_SQL, (credential_id,)).fetchone())
         return None if row is None else record_from_row(row)
 
     def update_sign_count(self, credential_id: bytes, old: int, new: int) -> bool:
@@ -605,15 +603,7 @@ class SQLiteStore:
         old = check_int("old", old)
         new = check_int("new", new)
         params = (new, credential_id, old)
-        if self._owner == threading.get_ident():  # inside our block: see use_challenge
-            try:
-                changed = self._conn.execute(_COUNTER_CAS_SQL, params).rowcount
-            except (sqlite3.Error, OverflowError) as exc:
-                raise storage_error(exc) from exc
-        else:
-            with self._errors():
-                changed = self._conn.execute(_COUNTER_CAS_SQL, params).rowcount
-        return changed == 1
+        return self._run(lambda: self._conn.execute(_COUNTER_CAS_SQL, params).rowcount) == 1
 
     def credentials_for_user(self, user: str) -> list[CredentialRecord]:
         user = check_str("user", user)
@@ -668,14 +658,7 @@ class SQLiteStore:
     def audit(self, event: str, **fields: str | int | float | bool | None) -> None:
         event, text = audit_text(event, fields)
         params = (time.time(), event, text)
-        if self._owner == threading.get_ident():  # inside our block: see use_challenge
-            try:
-                self._conn.execute(_AUDIT_SQL, params)
-            except (sqlite3.Error, OverflowError) as exc:
-                raise storage_error(exc) from exc
-        else:
-            with self._errors():
-                self._conn.execute(_AUDIT_SQL, params)
+        self._run(lambda: self._conn.execute(_AUDIT_SQL, params))
 
     def audit_events(self, limit: int = 100) -> list[tuple[float, str, dict[str, Any]]]:
         """The newest ``limit`` audit events, oldest first, as ``(time, event, fields)``."""
