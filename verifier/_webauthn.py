@@ -20,9 +20,9 @@ from devicebio.protocol import (
     DevicebioExtension,
 )
 
-from .challenges import Challenge, Purpose, consume_challenge
+from .challenges import Challenge, Purpose, consume_challenge, consume_challenge_for
 from .errors import Reason, VerifierError
-from .store import Store
+from .store import CredentialRecord, Store
 
 _F = AuthenticatorData.FLAG
 # The flag bits as plain ints: IntFlag arithmetic costs a microsecond or two per operation
@@ -81,6 +81,16 @@ def redeem_challenge(
     if not isinstance(expected, bytes | bytearray | memoryview):
         raise VerifierError(Reason.MALFORMED, "expected_challenge must be bytes")
     return consume_challenge(store, bytes(expected), purpose=purpose, user=user, now=now)
+
+
+def redeem_challenge_for(
+    store: Store, *, expected: bytes, credential_id: bytes, purpose: Purpose, now: float | None
+) -> tuple[Challenge, CredentialRecord | None]:
+    """:func:`redeem_challenge` (no user: it is the credential's, compared by the caller) that
+    also reads the credential ``credential_id`` in the same store step."""
+    if not isinstance(expected, bytes | bytearray | memoryview):
+        raise VerifierError(Reason.MALFORMED, "expected_challenge must be bytes")
+    return consume_challenge_for(store, bytes(expected), credential_id, purpose=purpose, now=now)
 
 
 def check_challenge_user(challenge: Challenge, user: str) -> None:

@@ -107,18 +107,13 @@ def verify_assertion(
     checks.check_revocation_key(revocation_issuer_key)
     credential_id_hex: str | None = None
     try:
-        # Burn the challenge first: any attempt, whatever it fails on, uses it up. Its user
-        # is compared once the credential (and so its owner) is known.
-        challenge = checks.redeem_challenge(
-            store, expected=expected_challenge, purpose=Purpose.AUTHENTICATE, user=None, now=now
+        challenge, parsed, record = redeem_and_parse(
+            store, credential, expected_challenge, Purpose.AUTHENTICATE, now
         )
-        try:
-            parsed = parse_authentication_json(credential)
-        except ProtocolError as exc:
-            raise from_protocol(exc) from None
         credential_id_hex = parsed.credential_id.hex()
         result = _verify(
             parsed,
+            record,
             challenge=challenge,
             expected_challenge=expected_challenge,
             expected_origin=expected_origin,
@@ -142,8 +137,41 @@ def verify_assertion(
     return result
 
 
+def redeem_and_parse(
+    store: Store,
+    credential: Mapping[str, Any] | str | bytes,
+    expected_challenge: bytes,
+    purpose: Purpose,
+    now: float | None,
+) -> tuple[Challenge, AuthenticationResponseData, CredentialRecord | None]:
+    """Burn the challenge, parse the response, and read the credential it names.
+
+    Any attempt, whatever it fails on, uses the challenge up, and a bad challenge is refused
+    before a bad response, as if the challenge were burnt first. The parse runs first (it
+    touches nothing) so that a good response's challenge burn and credential read can share
+    one store statement. The challenge's user is compared by the caller, once the credential
+    (and so its owner) is known.
+    """
+    try:
+        parsed = parse_authentication_json(credential)
+    except ProtocolError as exc:
+        checks.redeem_challenge(
+            store, expected=expected_challenge, purpose=purpose, user=None, now=now
+        )
+        raise from_protocol(exc) from None
+    challenge, record = checks.redeem_challenge_for(
+        store,
+        expected=expected_challenge,
+        credential_id=parsed.credential_id,
+        purpose=purpose,
+        now=now,
+    )
+    return challenge, parsed, record
+
+
 def _verify(
     parsed: AuthenticationResponseData,
+    record: CredentialRecord | None,
     *,
     expected_type: str = CollectedClientData.TYPE.GET.value,
     check_client: Callable[[CollectedClientData], None] | None = None,
@@ -157,8 +185,7 @@ def _verify(
     now: float | None,
 ) -> VerifiedAssertion:
     checks.check_type(parsed.type)
-    # §7.2 steps 5-7: the credential, and the user it belongs to.
-    record = store.get_credential(parsed.credential_id)
+    # §7.2 steps 5-7: the credential (read with the challenge burn), and its user.
     if record is None:
         raise VerifierError(Reason.CREDENTIAL_UNKNOWN, "no credential with this id")
     checks.check_challenge_user(challenge, record.user)

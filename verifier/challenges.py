@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 from verifier.errors import Reason, VerifierError
-from verifier.store import Store
+from verifier.store import CredentialRecord, Store
+from verifier.store.base import use_challenge_and_get_credential
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -139,6 +140,34 @@ def consume_challenge(
     ``user=None`` is for usernameless (discoverable-credential) sign-in, where the user is
     learned from the credential; the caller must then compare ``result.user`` itself.
     """
+    return _consume(store, value, purpose, user, now, None)[0]
+
+
+def consume_challenge_for(
+    store: Store,
+    value: bytes,
+    credential_id: bytes,
+    *,
+    purpose: Purpose,
+    now: float | None = None,
+) -> tuple[Challenge, CredentialRecord | None]:
+    """:func:`consume_challenge` (``user=None``) that also reads the credential the response
+    names, in the same store statement when the store can: the challenge, its refusals and
+    their order are exactly :func:`consume_challenge`'s; the record is the store's
+    ``get_credential(credential_id)``."""
+    if not isinstance(credential_id, bytes):
+        raise VerifierError(Reason.MALFORMED, "credential_id must be bytes")
+    return _consume(store, value, purpose, None, now, credential_id)
+
+
+def _consume(
+    store: Store,
+    value: bytes,
+    purpose: Purpose,
+    user: str | None,
+    now: float | None,
+    credential_id: bytes | None,
+) -> tuple[Challenge, CredentialRecord | None]:
     expected_purpose = _purpose(purpose)
     if user is not None and not isinstance(user, str):
         raise VerifierError(Reason.MALFORMED, "user must be a str or None")
@@ -149,7 +178,11 @@ def consume_challenge(
     if not MIN_SIZE <= len(value) <= MAX_SIZE:
         # Never issued by issue_challenge: no need to touch the store.
         raise VerifierError(Reason.CHALLENGE_UNKNOWN, "challenge of impossible length")
-    found = store.use_challenge(value)
+    record: CredentialRecord | None = None
+    if credential_id is None:
+        found = store.use_challenge(value)
+    else:
+        found, record = use_challenge_and_get_credential(store, value, credential_id)
     if found is None:
         raise VerifierError(Reason.CHALLENGE_UNKNOWN, "challenge was not issued here")
     stored_user, stored_purpose, expires_at, was_used = found
@@ -165,6 +198,7 @@ def consume_challenge(
         )
     if user is not None and not hmac.compare_digest(_utf8(stored_user), _utf8(user)):
         raise VerifierError(Reason.CHALLENGE_WRONG_USER, "challenge was issued to another user")
-    return Challenge(
+    challenge = Challenge(
         value=value, user=stored_user, purpose=_BY_VALUE[stored], expires_at=expires_at
     )
+    return challenge, record

@@ -37,11 +37,10 @@ from devicebio.protocol import (
     Method,
     PaymentDetails,
     client_payment,
-    parse_authentication_json,
 )
 
 from . import _webauthn as checks
-from .assertion import VerifiedAssertion, _one_transaction, _verify
+from .assertion import VerifiedAssertion, _one_transaction, _verify, redeem_and_parse
 from .challenges import Purpose
 from .errors import Reason, VerifierError, protocol_errors
 from .policy import Policy
@@ -202,14 +201,13 @@ def verify_payment(
     at = time.time() if now is None else float(now)
     credential_id_hex: str | None = None
     try:
-        challenge = checks.redeem_challenge(
-            store, expected=expected_challenge, purpose=Purpose.PAYMENT, user=None, now=now
+        challenge, parsed, stored = redeem_and_parse(
+            store, credential, expected_challenge, Purpose.PAYMENT, now
         )
-        with protocol_errors():
-            parsed = parse_authentication_json(credential)
         credential_id_hex = parsed.credential_id.hex()
         verified = _verify(
             parsed,
+            stored,
             expected_type=PAYMENT_TYPE,
             check_client=lambda client_data: _check_payment(client_data, expected),
             challenge=challenge,

@@ -343,6 +343,26 @@ def test_failed_attempt_still_burns_the_challenge(dev):
     dev.refused(Reason.CHALLENGE_REUSED, dev.assert_(ch).to_json(), ch)
 
 
+def test_unparsable_response_burns_the_challenge_and_a_bad_challenge_is_named_first(dev):
+    # The response is parsed before the challenge is burnt (so that a good one's burn and
+    # credential read share one statement); the outcome must be as if the burn came first.
+    ch = dev.challenge()
+    dev.refused(Reason.MALFORMED, "{not json", ch)
+    dev.refused(Reason.CHALLENGE_REUSED, dev.assert_(ch).to_json(), ch)
+    dev.refused(Reason.CHALLENGE_REUSED, "{not json", ch)
+    dev.refused(Reason.CHALLENGE_UNKNOWN, "{not json", b"\x05" * 32)
+    ch = dev.challenge(purpose=Purpose.REGISTER)
+    dev.refused(Reason.CHALLENGE_WRONG_PURPOSE, "{not json", ch)
+
+
+def test_unknown_credential_burns_the_challenge(dev):
+    ch = dev.challenge()
+    other = dev.assert_(ch).to_json()
+    other["id"] = other["rawId"] = "AAAAAAAAAAAAAAAAAAAAAA"
+    dev.refused(Reason.CREDENTIAL_UNKNOWN, other, ch)
+    dev.refused(Reason.CHALLENGE_REUSED, dev.assert_(ch).to_json(), ch)
+
+
 # ---------------------------------------------------------------- origin, rp id, type
 
 
@@ -439,11 +459,11 @@ class _RacingStore(SQLiteStore):
     """A real store in which another verifier process bumps the counter between this
     verifier's read and its compare-and-set."""
 
-    def get_credential(self, credential_id: bytes):
-        record = super().get_credential(credential_id)
+    def use_challenge_and_get_credential(self, value: bytes, credential_id: bytes):
+        found, record = super().use_challenge_and_get_credential(value, credential_id)
         if record is not None:
             self.update_sign_count(credential_id, record.sign_count, record.sign_count + 1)
-        return record
+        return found, record
 
 
 def test_counter_compare_and_set_loses_to_a_concurrent_verifier(dev):

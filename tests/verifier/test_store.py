@@ -23,6 +23,7 @@ from verifier.store import (
     Store,
     open_store,
 )
+from verifier.store.base import use_challenge_and_get_credential
 
 # Every test taking ``backend`` runs against a SQLite file and a real PostgreSQL server (see
 # tests/verifier/conftest.py); ``backend.open()`` is one more verifier process's store.
@@ -80,6 +81,44 @@ def test_challenge_used_once(backend) -> None:
     assert s.use_challenge(b"c" * 32) == ("alice", "register", 123.0, False)
     assert s.use_challenge(b"c" * 32) == ("alice", "register", 123.0, True)
     assert s.use_challenge(b"x" * 32) is None
+
+
+class _TwoCallStore:
+    """A store that offers only the ``Store`` interface (no combined redeem + read)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def use_challenge(self, value: bytes) -> Any:
+        return self._inner.use_challenge(value)
+
+    def get_credential(self, credential_id: bytes) -> Any:
+        return self._inner.get_credential(credential_id)
+
+
+@pytest.mark.parametrize("combined", [True, False], ids=["one-statement", "two-calls"])
+def test_challenge_redeemed_with_the_credential_read(backend, combined: bool) -> None:
+    s = backend.open()
+    s.add_credential(_cred(count=4))
+    for v in (b"a" * 32, b"b" * 32):
+        s.insert_challenge(v, "alice", "authenticate", 123.0)
+    target = s if combined else _TwoCallStore(s)
+    assert hasattr(target, "use_challenge_and_get_credential") is combined
+    record = s.get_credential(b"cred-1")
+
+    def both(value: bytes, cid: bytes) -> Any:
+        return use_challenge_and_get_credential(target, value, cid)
+
+    assert both(b"a" * 32, b"cred-1") == (("alice", "authenticate", 123.0, False), record)
+    assert both(b"a" * 32, b"cred-1") == (("alice", "authenticate", 123.0, True), record)
+    assert both(b"x" * 32, b"cred-1") == (None, record)
+    # An unknown credential still burns a fresh challenge: the caller refuses afterwards.
+    assert both(b"b" * 32, b"nobody") == (("alice", "authenticate", 123.0, False), None)
+    assert s.use_challenge(b"b" * 32) == ("alice", "authenticate", 123.0, True)
+    assert both(b"y" * 32, b"nobody") == (None, None)
+    with pytest.raises(VerifierError) as e:
+        both(b"a" * 32, "cred-1")  # type: ignore[arg-type]
+    assert e.value.reason is Reason.MALFORMED
 
 
 def test_duplicate_challenge_value_refused(backend) -> None:
@@ -523,7 +562,12 @@ def _race_challenges(url: str, barrier: Any, out: Any) -> None:
         wins = []
         for i in range(_RACE_ROUNDS):
             barrier.wait()
-            got = s.use_challenge(i.to_bytes(4, "big") * 8)
+            value = i.to_bytes(4, "big") * 8
+            # Every other round through the statement that also reads the credential.
+            if i % 2:
+                got, _ = s.use_challenge_and_get_credential(value, b"cred-1")
+            else:
+                got = s.use_challenge(value)
             wins.append(got is not None and not got[3])
         out.put(wins)
 
@@ -537,8 +581,9 @@ def _race_counter(url: str, me: int, barrier: Any, out: Any) -> None:
         for i in range(_RACE_ROUNDS):
             barrier.wait()
             with s.atomic():
-                got = s.use_challenge(bytes([me]) + i.to_bytes(4, "big") * 7 + b"\0\0\0")
-                assert got is not None and not got[3]
+                value = bytes([me]) + i.to_bytes(4, "big") * 7 + b"\0\0\0"
+                got, record = s.use_challenge_and_get_credential(value, b"cred-1")
+                assert got is not None and not got[3] and record is not None
                 won = s.update_sign_count(b"cred-1", i, i + 1)
                 s.audit("assertion_verified" if won else "assertion_refused", round=i)
             wins.append(won)

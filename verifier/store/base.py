@@ -13,7 +13,9 @@ atomicity promises whatever the number of verifier processes sharing its databas
 A store may also offer ``atomic()``, a context manager that groups several calls into one
 write transaction; the verifier uses it when present, so that one assertion costs one durable
 commit instead of one per write. Without it every call commits on its own, which is equally
-correct, only slower.
+correct, only slower. Likewise ``use_challenge_and_get_credential(value, credential_id)``:
+``use_challenge`` and ``get_credential`` in one statement (see
+:func:`use_challenge_and_get_credential`), one round trip fewer per sign-in.
 
 Every driver failure surfaces as ``VerifierError(Reason.STORAGE)``: the verifier fails closed
 when it cannot read or write its state. The audit trail holds event names and short fields
@@ -46,6 +48,9 @@ INT_MAX = 2**63 - 1
 #: server; see each backend.
 Durability = Literal["full", "normal"]
 DURABILITIES: tuple[Durability, ...] = ("full", "normal")
+
+#: What ``use_challenge`` returns: ``(user, purpose, expires_at, was_already_used)``.
+ChallengeRow = tuple[str, str, float, bool]
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class Store(Protocol):
         """Remember a freshly issued challenge (unused)."""
         ...
 
-    def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
+    def use_challenge(self, value: bytes) -> ChallengeRow | None:
         """Atomically mark ``value`` used.
 
         Returns ``(user, purpose, expires_at, was_already_used)``, or ``None`` if unknown.
@@ -172,6 +177,23 @@ class Store(Protocol):
         ...
 
     def get_payment(self, payment_id: str) -> PaymentRecord | None: ...
+
+
+def use_challenge_and_get_credential(
+    store: Store, value: bytes, credential_id: bytes
+) -> tuple[ChallengeRow | None, CredentialRecord | None]:
+    """``(store.use_challenge(value), store.get_credential(credential_id))``, in one statement
+    when the backend offers it (both built-in ones do), else as the two calls.
+
+    The redeem keeps its promise either way (one conditional write, exactly one winner); the
+    credential is read in the same statement, so a sign-in pays one statement, and on
+    PostgreSQL one network round trip, for both. Callers check the challenge before they use
+    the record, exactly as if the two calls had been made one after the other.
+    """
+    combined = getattr(store, "use_challenge_and_get_credential", None)
+    if combined is not None:
+        return combined(value, credential_id)  # type: ignore[no-any-return]
+    return store.use_challenge(value), store.get_credential(credential_id)
 
 
 def storage_error(exc: BaseException) -> VerifierError:

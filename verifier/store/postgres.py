@@ -42,6 +42,7 @@ from verifier.errors import Reason, VerifierError
 from .base import (
     PAYMENT_COLUMNS,
     SCHEMA_VERSION,
+    ChallengeRow,
     CredentialRecord,
     Durability,
     PaymentRecord,
@@ -167,6 +168,25 @@ _USE_CHALLENGE = """
     SELECT "user", purpose, expires_at, true FROM challenges
     WHERE value = %(v)s AND NOT EXISTS (SELECT 1 FROM won)
 """
+
+# The redeem above and the credential read in one statement, one round trip: always exactly
+# one row, the challenge's columns NULL when it is unknown, the credential's when it is.
+_USE_CHALLENGE_AND_GET_CREDENTIAL = f"""
+    WITH won AS (
+        UPDATE challenges SET used = true WHERE value = %(v)s AND NOT used
+        RETURNING "user", purpose, expires_at
+    ), found AS (
+        SELECT "user", purpose, expires_at, false AS used FROM won
+        UNION ALL
+        SELECT "user", purpose, expires_at, true FROM challenges
+        WHERE value = %(v)s AND NOT EXISTS (SELECT 1 FROM won)
+    )
+    SELECT found."user", found.purpose, found.expires_at, found.used,
+        {", ".join("cr." + c.strip() for c in _CREDENTIAL_COLUMNS.split(","))}
+    FROM (SELECT) AS one
+    LEFT JOIN found ON true
+    LEFT JOIN credentials AS cr ON cr.credential_id = %(c)s
+"""  # noqa: S608 - constants only
 
 # The serial only moves up; the same serial is accepted again only with the same bytes.
 _SET_REVOCATION = """
@@ -483,13 +503,29 @@ class PostgresStore:
                 # 32 random bytes colliding means a broken RNG: refuse, never reuse.
                 raise VerifierError(Reason.STORAGE, "challenge value already stored")
 
-    def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
+    def use_challenge(self, value: bytes) -> ChallengeRow | None:
         value = check_bytes("value", value)
         with self._conn() as conn:
             row = conn.execute(_USE_CHALLENGE, {"v": value}).fetchone()
         if row is None:
             return None
         return str(row[0]), str(row[1]), float(row[2]), bool(row[3])
+
+    def use_challenge_and_get_credential(
+        self, value: bytes, credential_id: bytes
+    ) -> tuple[ChallengeRow | None, CredentialRecord | None]:
+        """``use_challenge`` and ``get_credential`` in one statement (see
+        :func:`verifier.store.base.use_challenge_and_get_credential`)."""
+        value = check_bytes("value", value)
+        credential_id = check_bytes("credential_id", credential_id)
+        with self._conn() as conn:
+            row = conn.execute(
+                _USE_CHALLENGE_AND_GET_CREDENTIAL, {"v": value, "c": credential_id}
+            ).fetchone()
+        if row is None:
+            raise VerifierError(Reason.STORAGE, "the redeem statement returned no row")
+        found = None if row[0] is None else (str(row[0]), str(row[1]), float(row[2]), bool(row[3]))
+        return found, None if row[4] is None else record_from_row(row[4:])
 
     def purge_expired_challenges(self, now: float) -> int:
         now = check_time("now", now)

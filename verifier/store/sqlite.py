@@ -19,6 +19,7 @@ from verifier.errors import Reason, VerifierError
 from .base import (
     PAYMENT_COLUMNS,
     SCHEMA_VERSION,
+    ChallengeRow,
     CredentialRecord,
     Durability,
     PaymentRecord,
@@ -61,9 +62,28 @@ _REDEEM_SQL = (
     "UPDATE challenges SET used = 1 WHERE value = ? AND used = 0"
     " RETURNING user, purpose, expires_at"
 )
+# The redeem and the credential read in one statement: the credential's columns come from
+# scalar subqueries in RETURNING (one primary-key lookup each), evaluated inside the UPDATE.
+_CREDENTIAL_COLUMNS = (
+    "credential_id",
+    "user",
+    "user_handle",
+    "rp_id",
+    "public_key",
+    "sign_count",
+    "device_id",
+    "created_at",
+)
+_CREDENTIAL_LOOKUPS = ", ".join(
+    f"(SELECT {c} FROM credentials WHERE credential_id = ?2)"  # noqa: S608 - constants
+    for c in _CREDENTIAL_COLUMNS
+)
+_REDEEM_WITH_CREDENTIAL_SQL = (
+    "UPDATE challenges SET used = 1 WHERE value = ?1 AND used = 0"  # noqa: S608 - constants
+    f" RETURNING user, purpose, expires_at, {_CREDENTIAL_LOOKUPS}"
+)
 _CREDENTIAL_SQL = (
-    "SELECT credential_id, user, user_handle, rp_id, public_key, sign_count, device_id,"
-    " created_at FROM credentials WHERE credential_id = ?"
+    f"SELECT {', '.join(_CREDENTIAL_COLUMNS)} FROM credentials WHERE credential_id = ?"  # noqa: S608
 )
 _COUNTER_CAS_SQL = (
     "UPDATE credentials SET sign_count = ? WHERE credential_id = ? AND sign_count = ?"
@@ -513,7 +533,7 @@ class SQLiteStore:
                 # 32 random bytes colliding means a broken RNG: refuse, never reuse.
                 raise VerifierError(Reason.STORAGE, "challenge value already stored") from exc
 
-    def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
+    def use_challenge(self, value: bytes) -> ChallengeRow | None:
         value = check_bytes("value", value)
         if not _HAS_RETURNING:
             return self._use_challenge_two_statements(value)
@@ -535,6 +555,25 @@ class SQLiteStore:
         return self._conn.execute(
             "SELECT user, purpose, expires_at FROM challenges WHERE value = ?", (value,)
         ).fetchall(), False
+
+    def use_challenge_and_get_credential(
+        self, value: bytes, credential_id: bytes
+    ) -> tuple[ChallengeRow | None, CredentialRecord | None]:
+        """``use_challenge`` and ``get_credential`` in one statement (see
+        :func:`verifier.store.base.use_challenge_and_get_credential`)."""
+        value = check_bytes("value", value)
+        credential_id = check_bytes("credential_id", credential_id)
+        if not _HAS_RETURNING:
+            return self.use_challenge(value), self.get_credential(credential_id)
+        params = (value, credential_id)
+        rows = self._run(lambda: self._conn.execute(_REDEEM_WITH_CREDENTIAL_SQL, params).fetchall())
+        if not rows:
+            # Unknown or already used: refused on the challenge, the credential read is only
+            # for the contract's sake (off the accept path).
+            return self.use_challenge(value), self.get_credential(credential_id)
+        row = rows[0]
+        found = (str(row[0]), str(row[1]), float(row[2]), False)
+        return found, None if row[3] is None else record_from_row(row[3:])
 
     def _use_challenge_two_statements(self, value: bytes) -> tuple[str, str, float, bool] | None:
         with self._transaction() as conn:
@@ -589,9 +628,7 @@ class SQLiteStore:
                     Reason.USER_ALREADY_REGISTERED, "this user already has a credential"
                 )
 
-    _COLUMNS = (
-        "credential_id, user, user_handle, rp_id, public_key, sign_count, device_id, created_at"
-    )
+    _COLUMNS = ", ".join(_CREDENTIAL_COLUMNS)
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
         credential_id = check_bytes("credential_id", credential_id)
