@@ -69,11 +69,16 @@ def _check_challenge(challenge: object) -> bytes:
     return bytes(challenge)
 
 
-_TURNS = frozenset({Prompt.TURN_LEFT, Prompt.TURN_RIGHT})
-# The prompts allowed after each prompt (none twice in a row), in _PROMPTS order.
-_CHOICES: dict[Prompt | None, tuple[Prompt, ...]] = {
-    prev: tuple(p for p in _PROMPTS if p is not prev) for prev in (None, *_PROMPTS)
-}
+# The draw works on prompt indices into _PROMPTS; _START is "no prompt yet".
+_START = len(_PROMPTS)
+_IS_TURN = tuple(p in (Prompt.TURN_LEFT, Prompt.TURN_RIGHT) for p in _PROMPTS)
+# _NEXT[previous][byte]: the prompt index a stream byte picks after ``previous`` (none
+# twice in a row: the choices are the other prompts in _PROMPTS order, picked byte mod
+# their count). A table, because the verifier draws a plan at every sign-in.
+_NEXT = tuple(
+    tuple(_PROMPTS.index(choices[byte % len(choices)]) for byte in range(256))
+    for choices in (tuple(p for p in _PROMPTS if p is not prev) for prev in (*_PROMPTS, None))
+)
 
 
 _U32 = struct.Struct(">I").pack
@@ -81,24 +86,24 @@ _U16 = struct.Struct(">H").pack
 _TIMES = struct.Struct(">II").pack
 
 
-def _plan_ms(data: bytes, steps: int) -> tuple[tuple[Prompt, int], ...]:
-    """The plan as (prompt, delay in ms) pairs: the one derivation both
-    :func:`liveness_plan` and :func:`liveness_expectation` read."""
+def _draw(data: bytes, steps: int) -> tuple[list[int], list[int]]:
+    """The plan as prompt indices and delays in 10 ms steps above the minimum: the one
+    derivation :func:`liveness_plan` and :func:`liveness_expectation` both read."""
     seed = hashlib.sha256(_PLAN_DOMAIN + data).digest()
     for attempt in range(256):
         stream = hashlib.sha256(seed + _U32(attempt)).digest()
         stream += hashlib.sha256(stream).digest()
-        plan: list[tuple[Prompt, int]] = []
-        previous: Prompt | None = None
-        turned = False  # the verifier runs this per sign-in: a flag, not a second pass
+        prompts: list[int] = []
+        delays: list[int] = []
+        previous = _START
+        turned = False  # a flag in the one loop: the verifier runs this per sign-in
         for i in range(steps):
-            pick, delay = stream[2 * i], stream[2 * i + 1] * 256 + stream[32 + i]
-            choices = _CHOICES[previous]
-            previous = choices[pick % len(choices)]
-            turned = turned or previous in _TURNS
-            plan.append((previous, _DELAY_MIN_MS + delay % _DELAY_STEPS * 10))
+            previous = _NEXT[previous][stream[2 * i]]
+            prompts.append(previous)
+            delays.append((stream[2 * i + 1] * 256 + stream[32 + i]) % _DELAY_STEPS)
+            turned = turned or _IS_TURN[previous]
         if steps < 2 or turned:
-            return tuple(plan)
+            return prompts, delays
     raise AssertionError("unreachable: 256 draws without a head turn")  # pragma: no cover
 
 
@@ -118,9 +123,10 @@ def liveness_plan(challenge: bytes, *, steps: int = DEFAULT_STEPS) -> tuple[Prom
     if type(steps) is not int or not 1 <= steps <= _MAX_STEPS:
         invalid(f"steps must be an int in 1..{_MAX_STEPS}")
     window_s = _WINDOW_MS / 1000.0
+    prompts, delays = _draw(data, steps)
     return tuple(
-        PromptStep(prompt, delay_ms / 1000.0, window_s)
-        for prompt, delay_ms in _plan_ms(data, steps)
+        PromptStep(_PROMPTS[p], (_DELAY_MIN_MS + 10 * d) / 1000.0, window_s)
+        for p, d in zip(prompts, delays, strict=True)
     )
 
 
@@ -155,28 +161,41 @@ def liveness_sequence_hash(challenge: bytes, plan: Sequence[PromptStep]) -> byte
     return _sequence_hash(data, steps)
 
 
-# Per prompt, the hash encoding's fixed bytes: u8 len(prompt) || prompt ASCII.
-_PROMPT_BYTES = {p: struct.pack(">B", len(p.value)) + p.value.encode("ascii") for p in _PROMPTS}
+def _step_bytes(prompt: Prompt, delay_ms: int, window_ms: int) -> bytes:
+    """One step of the hash encoding: u8 len(prompt) || prompt ASCII || u32 delay || u32 window."""
+    return bytes((len(prompt.value),)) + prompt.value.encode("ascii") + _TIMES(delay_ms, window_ms)
+
+
+def _hash_steps(data: bytes, n: int, encoded_steps: bytes) -> bytes:
+    return hashlib.sha256(
+        _HASH_DOMAIN + _U16(len(data)) + data + bytes((n,)) + encoded_steps
+    ).digest()
 
 
 def _sequence_hash(data: bytes, steps: Sequence[tuple[Prompt, int, int]]) -> bytes:
-    """The one encoder of the sequence hash (see :func:`liveness_sequence_hash`)."""
-    out = [_HASH_DOMAIN, _U16(len(data)), data, bytes((len(steps),))]
-    for prompt, delay_ms, window_ms in steps:
-        out += (_PROMPT_BYTES[prompt], _TIMES(delay_ms, window_ms))
-    return hashlib.sha256(b"".join(out)).digest()
+    """The sequence hash of any plan (see :func:`liveness_sequence_hash`)."""
+    return _hash_steps(data, len(steps), b"".join(_step_bytes(*step) for step in steps))
+
+
+# _DRAWN_STEP[prompt index][delay step]: the encoded step of a drawn plan (its window is
+# always _WINDOW_MS), so the verifier's expectation joins 6 of these instead of packing them.
+_DRAWN_STEP = tuple(
+    tuple(_step_bytes(p, _DELAY_MIN_MS + 10 * d, _WINDOW_MS) for d in range(_DELAY_STEPS))
+    for p in _PROMPTS
+)
 
 
 def liveness_expectation(challenge: bytes) -> tuple[bytes, int]:
     """``(liveness_sequence_hash, minimum_frames)`` of ``challenge``'s default plan.
 
     What a verifier checks a challenge-bound claim against, computed straight from the
-    plan's integer milliseconds: the same bytes as
+    drawn indices: the same bytes as
     ``liveness_sequence_hash(challenge, liveness_plan(challenge))`` and the same count as
-    ``minimum_frames(liveness_plan(challenge))`` (a property test holds them equal), without
-    building the plan's objects.
+    ``minimum_frames(liveness_plan(challenge))`` (property tests hold them equal, and to a
+    pinned reference), without building the plan's objects.
     """
     data = _check_challenge(challenge)
-    steps = [(prompt, delay, _WINDOW_MS) for prompt, delay in _plan_ms(data, DEFAULT_STEPS)]
-    total_ms = sum([step[1] for step in steps])
-    return _sequence_hash(data, steps), -(-total_ms * MIN_SESSION_FPS // 1000)
+    prompts, delays = _draw(data, DEFAULT_STEPS)
+    encoded = b"".join([_DRAWN_STEP[p][d] for p, d in zip(prompts, delays, strict=True)])
+    total_ms = DEFAULT_STEPS * _DELAY_MIN_MS + 10 * sum(delays)
+    return _hash_steps(data, DEFAULT_STEPS, encoded), -(-total_ms * MIN_SESSION_FPS // 1000)
