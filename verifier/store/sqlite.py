@@ -62,8 +62,6 @@ _REDEEM_SQL = (
     "UPDATE challenges SET used = 1 WHERE value = ? AND used = 0"
     " RETURNING user, purpose, expires_at"
 )
-# The redeem and the credential read in one statement: the credential's columns come from
-# scalar subqueries in RETURNING (one primary-key lookup each), evaluated inside the UPDATE.
 _CREDENTIAL_COLUMNS = (
     "credential_id",
     "user",
@@ -73,14 +71,6 @@ _CREDENTIAL_COLUMNS = (
     "sign_count",
     "device_id",
     "created_at",
-)
-_CREDENTIAL_LOOKUPS = ", ".join(
-    f"(SELECT {c} FROM credentials WHERE credential_id = ?2)"  # noqa: S608 - constants
-    for c in _CREDENTIAL_COLUMNS
-)
-_REDEEM_WITH_CREDENTIAL_SQL = (
-    "UPDATE challenges SET used = 1 WHERE value = ?1 AND used = 0"  # noqa: S608 - constants
-    f" RETURNING user, purpose, expires_at, {_CREDENTIAL_LOOKUPS}"
 )
 _CREDENTIAL_SQL = (
     f"SELECT {', '.join(_CREDENTIAL_COLUMNS)} FROM credentials WHERE credential_id = ?"  # noqa: S608
@@ -535,13 +525,7 @@ class SQLiteStore:
 
     def use_challenge(self, value: bytes) -> ChallengeRow | None:
         value = check_bytes("value", value)
-        if not _HAS_RETURNING:
-            return self._use_challenge_two_statements(value)
-        rows, won = self._run(lambda: self._redeem(value))
-        if not rows:
-            return None
-        row = rows[0]
-        return str(row[0]), str(row[1]), float(row[2]), not won
+        return self._run(lambda: self._use(value))
 
     def _redeem(self, value: bytes) -> tuple[list[Any], bool]:
         # The conditional UPDATE is the single point of truth: only one caller can flip
@@ -559,21 +543,27 @@ class SQLiteStore:
     def use_challenge_and_get_credential(
         self, value: bytes, credential_id: bytes
     ) -> tuple[ChallengeRow | None, CredentialRecord | None]:
-        """``use_challenge`` and ``get_credential`` in one statement (see
-        :func:`verifier.store.base.use_challenge_and_get_credential`)."""
+        """``use_challenge`` and ``get_credential`` in one call (see
+        :func:`verifier.store.base.use_challenge_and_get_credential`). Two statements here:
+        one that also returned the credential's columns (a primary-key subquery each in
+        ``RETURNING``) measured slower than a second ``SELECT`` on a verifier's cold caches
+        (49-71 us against 40-44 us; PostgreSQL's one statement saves a round trip instead)."""
         value = check_bytes("value", value)
         credential_id = check_bytes("credential_id", credential_id)
+        return self._run(lambda: (self._use(value), self._credential(credential_id)))
+
+    def _use(self, value: bytes) -> ChallengeRow | None:
         if not _HAS_RETURNING:
-            return self.use_challenge(value), self.get_credential(credential_id)
-        params = (value, credential_id)
-        rows = self._run(lambda: self._conn.execute(_REDEEM_WITH_CREDENTIAL_SQL, params).fetchall())
+            return self._use_challenge_two_statements(value)
+        rows, won = self._redeem(value)
         if not rows:
-            # Unknown or already used: refused on the challenge, the credential read is only
-            # for the contract's sake (off the accept path).
-            return self.use_challenge(value), self.get_credential(credential_id)
+            return None
         row = rows[0]
-        found = (str(row[0]), str(row[1]), float(row[2]), False)
-        return found, None if row[3] is None else record_from_row(row[3:])
+        return str(row[0]), str(row[1]), float(row[2]), not won
+
+    def _credential(self, credential_id: bytes) -> CredentialRecord | None:
+        row = self._conn.execute(_CREDENTIAL_SQL, (credential_id,)).fetchone()
+        return None if row is None else record_from_row(row)
 
     def _use_challenge_two_statements(self, value: bytes) -> tuple[str, str, float, bool] | None:
         with self._transaction() as conn:
@@ -632,8 +622,7 @@ class SQLiteStore:
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
         credential_id = check_bytes("credential_id", credential_id)
-        row = self._run(lambda: self._conn.execute(_CREDENTIAL_SQL, (credential_id,)).fetchone())
-        return None if row is None else record_from_row(row)
+        return self._run(lambda: self._credential(credential_id))
 
     def update_sign_count(self, credential_id: bytes, old: int, new: int) -> bool:
         credential_id = check_bytes("credential_id", credential_id)
