@@ -11,11 +11,13 @@ One run, one machine, the SAME assertions verified by:
 3. py_webauthn ``verify_authentication_response`` (given the right previous counter);
 4. raw Ed25519 (``nacl.signing.VerifyKey.verify``) over the same signed messages: the floor.
 
-Three informational rows help read the gap: devicebio with an in-memory SQLite store (same
+Informational rows help read the gap: devicebio with an in-memory SQLite store (same
 checks, no fsync); py_webauthn plus the state an RP must keep anyway (burn the challenge,
 compare-and-set the counter, in ONE SQLite transaction on a file with the same WAL/FULL or
-WAL/NORMAL durability), i.e. the like-for-like comparison; and "parse + Ed25519" (JSON,
-base64url, SHA-256 and the signature, with no WebAuthn checks at all).
+WAL/NORMAL durability, or in memory as devicebio's ``:memory:`` row), i.e. the like-for-like
+comparisons; and "parse + Ed25519" (JSON, base64url, SHA-256 and the signature, with no
+WebAuthn checks at all). A diagnostic pass times devicebio's SQLite statements on the
+``:memory:`` path: the share of its CPU path that a verifier keeping no state never spends.
 
 Before timing, the script counts the durable commits devicebio makes per assertion (an
 SQLite trace of one short pass): 1 when ``verify_assertion`` runs inside ``store.atomic()``,
@@ -114,6 +116,7 @@ RAW = "raw_ed25519"
 DEVICEBIO_MEMORY = "devicebio_memory"
 PY_WEBAUTHN_SQLITE = "py_webauthn_sqlite"
 PY_WEBAUTHN_SQLITE_NORMAL = "py_webauthn_sqlite_normal"
+PY_WEBAUTHN_MEMORY = "py_webauthn_memory"
 PARSE_RAW = "parse_ed25519"
 DURABLE_FLOOR = "durable_floor"
 HEADLINE = (DEVICEBIO, DEVICEBIO_NORMAL, PY_WEBAUTHN, FIDO2, RAW)
@@ -126,6 +129,7 @@ LABELS = {
     DEVICEBIO_MEMORY: "devicebio verify_assertion (SQLite :memory:)  [info]",
     PY_WEBAUTHN_SQLITE: "py_webauthn + RP state in SQLite (1 txn, WAL, FULL)  [info]",
     PY_WEBAUTHN_SQLITE_NORMAL: "py_webauthn + RP state in SQLite (1 txn, WAL, NORMAL)  [info]",
+    PY_WEBAUTHN_MEMORY: "py_webauthn + RP state in SQLite :memory: (1 txn)  [info]",
     PARSE_RAW: "JSON + base64url + SHA-256 + Ed25519, no checks  [info]",
     DURABLE_FLOOR: "durable floor: 1 fsync'd commit + Ed25519, nothing else  [info]",
 }
@@ -352,6 +356,48 @@ def commits_per_assertion(fx: Fixture, k: int = 20) -> float:
     return commits / len(items)
 
 
+class _TimedConnection:
+    """An sqlite3 connection whose ``execute`` calls are timed (diagnostic only)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.seconds = 0.0
+        self.statements = 0
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        t0 = time.perf_counter()
+        try:
+            return self._conn.execute(sql, *args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.statements += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def sql_share(fx: Fixture) -> dict[str, float]:
+    """One devicebio ``:memory:`` pass over all N assertions with the store's statements
+    timed: how much of the CPU path is SQLite's own work (BEGIN, redeem, credential read,
+    counter compare-and-set, audit row, COMMIT), which a verifier keeping no state (plain
+    py_webauthn) does not do. Diagnostic, not a timed round."""
+    store = fresh_memory_store(fx)
+    timed = _TimedConnection(store._conn)  # the store keeps it private: diagnostic only
+    store._conn = timed  # type: ignore[assignment]
+    try:
+        seconds, _, ok = _devicebio_loop(fx.items, store)
+    finally:
+        store.close()
+    if ok != len(fx.items):
+        raise RefusedError("devicebio refused assertions while its statements were timed")
+    n = len(fx.items)
+    return {
+        "us_per_assertion": seconds / n * 1e6,
+        "sqlite_us_per_assertion": timed.seconds / n * 1e6,
+        "statements_per_assertion": timed.statements / n,
+    }
+
+
 def run_devicebio_memory(fx: Fixture, items: Sequence[Item]) -> Timing:
     store = fresh_memory_store(fx)
     try:
@@ -402,14 +448,16 @@ _RP_SCHEMA = (
 )
 
 
-def _rp_database(fx: Fixture, synchronous: str) -> tuple[sqlite3.Connection, Path]:
-    """The least state a py_webauthn RP must keep: unused challenges and the counter."""
+def _rp_database(fx: Fixture, synchronous: str | None) -> tuple[sqlite3.Connection, Path]:
+    """The least state a py_webauthn RP must keep: unused challenges and the counter.
+    ``synchronous=None``: in memory, as devicebio's ``:memory:`` row."""
     global _store_serial
     _store_serial += 1
     path = fx.work_dir / f"rp-{_store_serial}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn = sqlite3.connect(":memory:" if synchronous is None else path, isolation_level=None)
+    if synchronous is not None:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("BEGIN")
     for statement in _RP_SCHEMA:
         conn.execute(statement)
@@ -431,7 +479,11 @@ def run_py_webauthn_sqlite_normal(fx: Fixture, items: Sequence[Item]) -> Timing:
     return _py_webauthn_sqlite(fx, items, "NORMAL")
 
 
-def _py_webauthn_sqlite(fx: Fixture, items: Sequence[Item], synchronous: str) -> Timing:
+def run_py_webauthn_memory(fx: Fixture, items: Sequence[Item]) -> Timing:
+    return _py_webauthn_sqlite(fx, items, None)
+
+
+def _py_webauthn_sqlite(fx: Fixture, items: Sequence[Item], synchronous: str | None) -> Timing:
     """py_webauthn with the durable bookkeeping it leaves to the caller, one commit each."""
     conn, path = _rp_database(fx, synchronous)
     key, cred_id = fx.cose_key, fx.record.credential_id
@@ -538,6 +590,7 @@ RUNNERS: dict[str, Callable[[Fixture, Sequence[Item]], Timing]] = {
     DEVICEBIO_MEMORY: run_devicebio_memory,
     PY_WEBAUTHN_SQLITE: run_py_webauthn_sqlite,
     PY_WEBAUTHN_SQLITE_NORMAL: run_py_webauthn_sqlite_normal,
+    PY_WEBAUTHN_MEMORY: run_py_webauthn_memory,
     PARSE_RAW: run_parse_raw,
     DURABLE_FLOOR: run_durable_floor,
 }
@@ -686,6 +739,10 @@ def ratios(summary: dict[str, dict[str, float]], key: str) -> dict[str, float]:
         out["devicebio_memory_vs_py_webauthn"] = (
             summary[DEVICEBIO_MEMORY][key] / summary[PY_WEBAUTHN][key]
         )
+    if DEVICEBIO_MEMORY in summary and PY_WEBAUTHN_MEMORY in summary:
+        out["devicebio_memory_vs_py_webauthn_memory"] = (
+            summary[DEVICEBIO_MEMORY][key] / summary[PY_WEBAUTHN_MEMORY][key]
+        )
     if DURABLE_FLOOR in summary:
         out["durable_floor_vs_py_webauthn"] = (
             summary[DURABLE_FLOOR][key] / summary[PY_WEBAUTHN][key]
@@ -728,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_extra:
             methods += [
                 DEVICEBIO_MEMORY,
+                PY_WEBAUTHN_MEMORY,
                 PY_WEBAUTHN_SQLITE,
                 PY_WEBAUTHN_SQLITE_NORMAL,
                 PARSE_RAW,
@@ -735,6 +793,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         commits = commits_per_assertion(fx)
         print(f"devicebio durable commits per assertion: {commits:g}", flush=True)
+        sql = sql_share(fx)
+        print(
+            f"devicebio :memory: pass with its statements timed: {sql['us_per_assertion']:.0f}"
+            f" us per assertion, {sql['sqlite_us_per_assertion']:.0f} us of it in"
+            f" {sql['statements_per_assertion']:g} SQLite statements (plain py_webauthn"
+            " keeps no state, so runs none)",
+            flush=True,
+        )
         wall, cpu = measure(fx, args.rounds, methods)
         machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         summary = summarise(args.n, wall, cpu)
@@ -774,6 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "target_met": met,
                 "target_met_normal_durability": met_normal,
                 "devicebio_commits_per_assertion": commits,
+                "devicebio_memory_sqlite": sql,
                 "per_verifier": summary,
                 "round_wall_seconds": wall,
                 "round_cpu_seconds": cpu,
@@ -790,6 +857,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     PY_WEBAUTHN_SQLITE: "py_webauthn + challenge burn + counter CAS in one "
                     "SQLite transaction (WAL, FULL): the like-for-like RP",
                     PY_WEBAUTHN_SQLITE_NORMAL: "as py_webauthn_sqlite with synchronous=NORMAL",
+                    PY_WEBAUTHN_MEMORY: "as py_webauthn_sqlite in an in-memory database: "
+                    "the like-for-like peer of devicebio_memory (same CPU work, no fsync)",
                     DURABLE_FLOOR: "Ed25519 + one fsync'd commit per assertion, nothing else: "
                     "the floor of any verifier whose state is durable before it answers",
                     "timed": "verification incl. JSON parsing; generation and store set-up "
