@@ -1,10 +1,12 @@
 """Strict encodings shared by every protocol module: base64url, canonical CBOR, strict JSON,
-and the decorator that turns any stray parser exception into the one typed error."""
+the decorator that turns any stray parser exception into the one typed error, and the
+cheaper constructor of the frozen dataclasses a verification builds."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
@@ -21,6 +23,7 @@ MAX_JSON_BYTES = 64 * 1024
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_C = TypeVar("_C", bound=type)
 
 
 def malformed(message: str) -> NoReturn:
@@ -51,6 +54,52 @@ def strict(func: Callable[_P, _T]) -> Callable[_P, _T]:
             ) from exc
 
     return wrapper
+
+
+_NO_VALUE = object()  # the default of a field with a default_factory
+
+
+def quick_init(cls: _C) -> _C:
+    """Give a frozen dataclass an ``__init__`` that fills the instance's ``__dict__``.
+
+    dataclasses' own frozen ``__init__`` sets each field through ``object.__setattr__``
+    (about 0.2 us a field on CPython 3.11), and a verification builds several of these
+    objects. This one takes the same parameters (names, order, defaults, default factories,
+    keyword-only fields), stores the same values and calls ``__post_init__`` as that one
+    does; the instance stays frozen (its ``__setattr__`` is untouched). dataclasses' own
+    ``__init__`` stays reachable as ``__init__.__wrapped__`` (a test builds with both and
+    compares).
+    """
+    params_ = getattr(cls, "__dataclass_params__", None)
+    if params_ is None or not params_.frozen:
+        raise TypeError("quick_init is for frozen dataclasses (others are quick already)")
+    params: list[str] = []
+    kw_only: list[str] = []
+    body = ["    _d = self.__dict__"]
+    namespace: dict[str, Any] = {"_NO_VALUE": _NO_VALUE}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name.startswith("_") or f.name == "self":
+            raise TypeError(f"quick_init: field {f.name!r} is not a plain init field")
+        param = f.name
+        value = f.name
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            param += f"=_default_{f.name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{f.name}"] = f.default_factory
+            param += "=_NO_VALUE"
+            value = f"_factory_{f.name}() if {f.name} is _NO_VALUE else {f.name}"
+        (kw_only if f.kw_only else params).append(param)
+        body.append(f"    _d[{f.name!r}] = {value}")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")
+    signature = ", ".join(["self", *params, *(["*", *kw_only] if kw_only else [])])
+    exec(f"def __init__({signature}):\n" + "\n".join(body), namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__wrapped__ = vars(cls)["__init__"]
+    setattr(cls, "__init__", init)  # noqa: B010 (mypy refuses assigning a class's __init__)
+    return cls
 
 
 # --------------------------------------------------------------------------- base64url

@@ -32,7 +32,7 @@ from typing import Any
 
 from fido2.webauthn import AuthenticatorData
 
-from devicebio.protocol.encoding import exact_map, invalid, malformed, strict, typed
+from devicebio.protocol.encoding import exact_map, invalid, malformed, quick_init, strict, typed
 from devicebio.protocol.errors import ProtocolError, ProtocolReason
 
 EXTENSION_ID = "devicebio"
@@ -74,6 +74,7 @@ def _reworded(exc: ProtocolError) -> ProtocolError:
     return ProtocolError(ProtocolReason.MALFORMED_DATA, exc.detail)
 
 
+@quick_init
 @dataclass(frozen=True)
 class LivenessClaim:
     """What the device says about liveness. A claim, signed, but still only a claim.
@@ -130,6 +131,7 @@ class LivenessClaim:
             raise _reworded(exc) from None
 
 
+@quick_init
 @dataclass(frozen=True, kw_only=True)
 class DevicebioExtension:
     """The ``devicebio`` authenticator extension: how the user was verified.

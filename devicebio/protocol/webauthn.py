@@ -40,6 +40,7 @@ from devicebio.protocol.encoding import (
     invalid,
     json_loads,
     malformed,
+    quick_init,
     strict,
 )
 from devicebio.protocol.errors import ProtocolError, ProtocolReason
@@ -131,11 +132,14 @@ def parse_authenticator_data(data: bytes) -> AuthenticatorData:
 
 def _assertion_auth_data(raw: bytes, extensions: dict[str, Any] | None) -> AuthenticatorData:
     parsed = AuthenticatorData.__new__(AuthenticatorData, raw)
-    object.__setattr__(parsed, "rp_id_hash", raw[:32])
-    object.__setattr__(parsed, "flags", raw[32])
-    object.__setattr__(parsed, "counter", int.from_bytes(raw[33:37], "big"))
-    object.__setattr__(parsed, "credential_data", None)
-    object.__setattr__(parsed, "extensions", extensions)
+    # Straight into the instance dict: one call, not one object.__setattr__ per field.
+    parsed.__dict__.update(
+        rp_id_hash=raw[:32],
+        flags=raw[32],
+        counter=int.from_bytes(raw[33:37], "big"),
+        credential_data=None,
+        extensions=extensions,
+    )
     return parsed
 
 
@@ -231,11 +235,9 @@ def parse_client_data(data: bytes) -> CollectedClientData:
     # fido2's own class over the received bytes, its fields set as its constructor sets
     # them, from the strict parse above instead of a second, lenient json.loads.
     parsed = CollectedClientData.__new__(CollectedClientData, raw)
-    object.__setattr__(parsed, "_data", obj)
-    object.__setattr__(parsed, "type", obj["type"])
-    object.__setattr__(parsed, "challenge", challenge)
-    object.__setattr__(parsed, "origin", obj["origin"])
-    object.__setattr__(parsed, "cross_origin", cross)
+    parsed.__dict__.update(
+        _data=obj, type=obj["type"], challenge=challenge, origin=obj["origin"], cross_origin=cross
+    )
     return parsed
 
 
@@ -317,6 +319,7 @@ class RegistrationResponseData:
         return bytes(self.attestation)
 
 
+@quick_init
 @dataclass(frozen=True)
 class AuthenticationResponseData:
     """A parsed assertion. The byte fields are exactly what was received."""

@@ -6,7 +6,8 @@
 - ``b64url_decode`` against decode + re-encode;
 - ``liveness_expectation`` against ``liveness_sequence_hash`` / ``minimum_frames``;
 - ``plain_extension`` / ``_plain_assertion`` (cbor2's C decoder, accept side only) against
-  the strict extension decoder and ``parse_authenticator_data``.
+  the strict extension decoder and ``parse_authenticator_data``;
+- ``quick_init`` against the ``__init__`` dataclasses generated.
 
 Inputs are valid encodings, their one-byte mutations, truncations and extensions, and
 hand-made non-canonical forms, so that both the accept and the refuse sides are exercised.
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import inspect
 import json
 import re
 from typing import Any
@@ -28,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devicebio.protocol import (
+    AuthenticationResponseData,
     DevicebioExtension,
     LivenessClaim,
     Method,
@@ -46,6 +50,7 @@ from devicebio.protocol.encoding import (
     canonical_cbor,
     decode_canonical,
     json_loads,
+    quick_init,
 )
 from devicebio.protocol.extension import devicebio_extension_of, plain_extension
 from devicebio.protocol.webauthn import _plain_assertion
@@ -389,3 +394,93 @@ def test_a_device_assertion_takes_the_plain_path():
     fast = _plain_assertion(raw)
     assert fast is not None and fast[1] == ext
     assert _strict_assertion(raw) == ("ok", fast)
+
+
+# ---- quick_init: the frozen dataclasses of a verification, built without object.__setattr__
+
+_QUICK = (LivenessClaim, DevicebioExtension, AuthenticationResponseData)
+
+
+def _params(init: Any) -> list[tuple[str, Any, bool]]:
+    sig = inspect.signature(init, follow_wrapped=False)
+    return [(p.name, p.kind, p.default is inspect.Parameter.empty) for p in sig.parameters.values()]
+
+
+@pytest.mark.parametrize("cls", _QUICK)
+def test_quick_init_takes_the_dataclass_parameters(cls):
+    quick, generated = cls.__init__, cls.__init__.__wrapped__
+    assert quick is not generated
+    assert _params(quick) == _params(generated)
+    sig = inspect.signature(generated)
+    for f in dataclasses.fields(cls):
+        default = inspect.signature(quick, follow_wrapped=False).parameters[f.name].default
+        if f.default is not dataclasses.MISSING:
+            assert default is f.default is sig.parameters[f.name].default
+
+
+def _built(cls: type, init: Any, args: tuple, kwargs: dict) -> tuple[str, Any]:
+    obj = object.__new__(cls)
+    try:
+        init(obj, *args, **kwargs)
+    except ProtocolError as exc:
+        return "refused", (exc.reason, exc.detail)
+    except TypeError:  # a missing or unknown argument
+        return "wrong call", None
+    return "ok", vars(obj)
+
+
+def _both(cls: type, *args: Any, **kwargs: Any) -> None:
+    quick = _built(cls, cls.__init__, args, kwargs)
+    assert quick == _built(cls, cls.__init__.__wrapped__, args, kwargs)
+    if quick[0] == "ok":
+        obj = cls(*args, **kwargs)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.frames = 1
+        assert obj == cls(*args, **kwargs)
+
+
+_ANY = st.one_of(_ODD, _TOKEN, st.binary(min_size=16, max_size=64), st.integers(0, 100_001))
+
+
+@SETTINGS
+@given(_ANY, _ANY, st.one_of(st.none(), _ANY), _ANY)
+def test_quick_init_liveness_claim_is_the_dataclass_init(kind, passed, digest, frames):
+    _both(LivenessClaim, kind, passed, digest, frames)
+    _both(LivenessClaim, kind, passed)
+    _both(LivenessClaim, kind=kind, passed=passed, frames=frames)
+
+
+@SETTINGS
+@given(_extension_maps(), _ANY)
+def test_quick_init_extension_is_the_dataclass_init(obj, odd):
+    live = obj.get("l") if isinstance(obj.get("l"), dict) else {}
+    claim = LivenessClaim.none()  # or, where the map's own claim is valid, that one
+    with contextlib.suppress(ProtocolError, TypeError):
+        claim = LivenessClaim(live.get("k"), live.get("p"), live.get("h"), live.get("f", 0))
+    names = {"v": "version", "m": "method", "md": "model", "a": "assurance"}
+    names |= {"d": "device_id", "s": "sdk_version"}
+    kwargs = {names[k]: v for k, v in obj.items() if k in names}
+    _both(DevicebioExtension, liveness=claim, **kwargs)
+    _both(DevicebioExtension, liveness=odd, **kwargs)
+    with pytest.raises(TypeError):
+        DevicebioExtension(claim, **kwargs)  # keyword-only, as the dataclass init
+
+
+def test_quick_init_response_data_fills_the_default_factory():
+    args = (b"id", "public-key", None, None, b"sig", None, None)
+    a, b = AuthenticationResponseData(*args), AuthenticationResponseData(*args)
+    assert a.client_extension_results == {} and a.extension is None
+    assert a.client_extension_results is not b.client_extension_results
+    _both(AuthenticationResponseData, *args)
+    _both(AuthenticationResponseData, *args, client_extension_results={"x": 1}, extension=None)
+    with pytest.raises(TypeError):
+        AuthenticationResponseData(*args[:-1])
+
+
+def test_quick_init_refuses_what_it_cannot_copy():
+    @dataclasses.dataclass
+    class Plain:
+        a: int
+
+    with pytest.raises(TypeError):
+        quick_init(Plain)
