@@ -393,6 +393,23 @@ class PostgresStore:
             raise _storage_error(exc) from exc
 
     @contextlib.contextmanager
+    def _cursor(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+        """:meth:`_conn` as a cursor; inside atomic() the block's one cursor, since a new
+        cursor per statement costs about 15 us of client CPU (measured on the verify path's
+        statements: 61 us a statement through ``conn.execute``, 46 us through one cursor)."""
+        held = getattr(self._local, "cur", None)
+        try:
+            if held is not None:
+                yield held
+                return
+            with self._pool.connection() as conn:
+                yield conn.cursor()
+        except VerifierError:
+            raise
+        except psycopg.Error as exc:
+            raise _storage_error(exc) from exc
+
+    @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
         """Run the block's store calls in ONE transaction, committed once at the end.
 
@@ -424,16 +441,17 @@ class PostgresStore:
             return
         try:
             with self._pool.connection() as conn:
-                conn.execute("BEGIN")
-                local.conn, local.depth, local.audits = conn, 1, []
+                cur = conn.cursor()
+                cur.execute("BEGIN")
+                local.conn, local.cur, local.depth, local.audits = conn, cur, 1, []
                 try:
                     yield
                 except BaseException:
-                    local.conn = None
+                    local.conn = local.cur = None
                     with contextlib.suppress(VerifierError):
                         self._commit(conn, local.audits)
                     raise
-                local.conn = None
+                local.conn = local.cur = None
                 self._commit(conn, local.audits)
         except VerifierError:
             raise
@@ -505,8 +523,8 @@ class PostgresStore:
 
     def use_challenge(self, value: bytes) -> ChallengeRow | None:
         value = check_bytes("value", value)
-        with self._conn() as conn:
-            row = conn.execute(_USE_CHALLENGE, {"v": value}).fetchone()
+        with self._cursor() as cur:
+            row = cur.execute(_USE_CHALLENGE, {"v": value}).fetchone()
         if row is None:
             return None
         return str(row[0]), str(row[1]), float(row[2]), bool(row[3])
@@ -518,8 +536,8 @@ class PostgresStore:
         :func:`verifier.store.base.use_challenge_and_get_credential`)."""
         value = check_bytes("value", value)
         credential_id = check_bytes("credential_id", credential_id)
-        with self._conn() as conn:
-            row = conn.execute(
+        with self._cursor() as cur:
+            row = cur.execute(
                 _USE_CHALLENGE_AND_GET_CREDENTIAL, {"v": value, "c": credential_id}
             ).fetchone()
         if row is None:
@@ -574,8 +592,8 @@ class PostgresStore:
 
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
         credential_id = check_bytes("credential_id", credential_id)
-        with self._conn() as conn:
-            row = conn.execute(
+        with self._cursor() as cur:
+            row = cur.execute(
                 f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE credential_id = %s",  # noqa: S608
                 (credential_id,),
             ).fetchone()
@@ -585,8 +603,8 @@ class PostgresStore:
         credential_id = check_bytes("credential_id", credential_id)
         old = check_int("old", old)
         new = check_int("new", new)
-        with self._conn() as conn:
-            changed = conn.execute(
+        with self._cursor() as cur:
+            changed = cur.execute(
                 "UPDATE credentials SET sign_count = %s"
                 " WHERE credential_id = %s AND sign_count = %s",
                 (new, credential_id, old),
