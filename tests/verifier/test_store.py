@@ -155,6 +155,18 @@ def test_count_open_challenges(backend) -> None:
         s.count_open_challenges("u", float("nan"))
 
 
+def test_sqlite_counts_one_users_open_challenges_by_index(tmp_path: Path) -> None:
+    # The cap on open challenges runs on every challenge request: it must read the user's
+    # rows only, not every unexpired challenge (which anyone can make by asking).
+    with SQLiteStore(tmp_path / "v.db") as s:
+        plan = s._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM challenges"
+            " WHERE user = ? AND used = 0 AND expires_at >= ?",
+            ("u", 0.0),
+        ).fetchall()
+    assert any("challenges_user (user=? AND expires_at>?)" in row[-1] for row in plan), plan
+
+
 def test_credentials_roundtrip_and_duplicate(backend) -> None:
     s = backend.open()
     rec = _cred()
@@ -349,7 +361,7 @@ def _make_v1_database(backend: Any) -> None:
 def test_version_1_database_migrates_forward(backend) -> None:
     _make_v1_database(backend)
     with backend.open() as s:
-        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.schema_version == SCHEMA_VERSION == 4
         assert [e[1] for e in s.audit_events()] == ["kept"]
         s.audit("after")
     with _admin(backend) as conn:
@@ -358,6 +370,7 @@ def test_version_1_database_migrates_forward(backend) -> None:
         else:
             names = [r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()]
         assert "audit_time" in names
+        assert "challenges_user" in names
     # Opening again is a no-op (already at the current version).
     with backend.open() as s:
         assert [e[1] for e in s.audit_events()] == ["kept", "after"]
@@ -1347,6 +1360,6 @@ def test_version_2_database_migrates_to_the_payments_schema(backend) -> None:
             conn.execute("PRAGMA user_version = 2")
         conn.execute("INSERT INTO audit (time, event, fields) VALUES (5.0, 'kept', '{}')")
     with backend.open() as s:
-        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.schema_version == SCHEMA_VERSION == 4
         assert [e[1] for e in s.audit_events()] == ["kept"]
         assert s.add_payment(_pay("a", 1, 1.0), limit=None, since=0.0) == 1

@@ -37,8 +37,9 @@ __all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "PaymentRecord", 
 #: The schema every backend migrates a database to on open (forward only). A database
 #: with a higher version was written by a newer verifier and is refused.
 #: 1: challenges, credentials, revocation, audit. 2: an index on audit time, for retention.
-#: 3: payment requests and authorised payments (receipts, daily totals).
-SCHEMA_VERSION = 3
+#: 3: payment requests and authorised payments (receipts, daily totals). 4: an index on
+#: challenges by user, for the per-user cap on open challenges.
+SCHEMA_VERSION = 4
 
 # Both backends store signed 64-bit integers; anything outside would fail mid-query.
 INT_MAX = 2**63 - 1

@@ -137,6 +137,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         'CREATE INDEX payments_user_time ON payments ("user", currency, authorised_at)',
     ),
+    # The per-user cap on open challenges counts one user's rows (see the SQLite schema).
+    4: ('CREATE INDEX challenges_user ON challenges ("user", expires_at)',),
 }
 assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 

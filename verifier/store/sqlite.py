@@ -154,6 +154,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX payments_user_time ON payments (user, currency, authorised_at)",
     ),
+    # The per-user cap on open challenges counts one user's rows: without this index that
+    # count walked every unexpired challenge (18 ms with 20,000 live ones), on every request.
+    4: ("CREATE INDEX challenges_user ON challenges (user, expires_at)",),
 }
 assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
