@@ -270,10 +270,12 @@ def plain_extension(obj: object) -> DevicebioExtension | None:
         or type(kind) is not str
         or type(passed) is not bool
         or type(frames) is not int
-        or (digest is not None and type(digest) is not bytes)
-        or (model is not None and type(model) is not str)
-        or (device_id is not None and type(device_id) is not bytes)
-        or (sdk is not None and type(sdk) is not str)
+        # An optional key, when present, holds its type: a CBOR null is refused as the
+        # strict decoder refuses it, not read as "absent".
+        or ("h" in live and type(digest) is not bytes)
+        or ("md" in obj and type(model) is not str)
+        or ("d" in obj and type(device_id) is not bytes)
+        or ("s" in obj and type(sdk) is not str)
     ):
         return None
     try:

@@ -484,3 +484,25 @@ def test_quick_init_refuses_what_it_cannot_copy():
 
     with pytest.raises(TypeError):
         quick_init(Plain)
+
+
+@pytest.mark.parametrize("where", ["h", "md", "d", "s"])
+def test_plain_extension_refuses_a_null_optional_member(where):
+    # A present optional member holds its type; null is not "absent" (the strict decoder
+    # refuses it, and so must the plain path, or the two would disagree).
+    ext = DevicebioExtension(
+        method=Method.FACE,
+        liveness=LivenessClaim("active-challenge", True, b"\x07" * 32, 500),
+        model="dlib-resnet@sha256:0123",
+        assurance="moderate",
+        device_id=b"\x01" * 16,
+        sdk_version="0.1.0",
+    ).to_cbor_obj()
+    ext = cbor2.loads(canonical_cbor(ext))  # keys in canonical order, as a device sends them
+    assert plain_extension(ext) is not None
+    (ext["l"] if where == "h" else ext)[where] = None
+    assert plain_extension(ext) is None
+    assert _strict_extension(ext) is None
+    raw = b"\x11" * 32 + bytes([0x85]) + (7).to_bytes(4, "big") + cbor2.dumps({"devicebio": ext})
+    assert _plain_assertion(raw) is None
+    assert _strict_assertion(raw)[0] == "refused"
