@@ -81,6 +81,9 @@ DEFAULT_LIVENESS_ASSURANCE = {
 # Canonical spellings: revocation lists match model ids and SDK versions exactly.
 _MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._:@+-]{0,127}")
 _SDK_RE = re.compile(r"[0-9][0-9a-z.+-]{0,63}")
+# Module-level names for the members checked at every sign-in: reading an enum member off
+# its class costs about 0.2 us on CPython 3.11, a module global a tenth of that.
+_FACE, _PIN, _SECURITY_KEY = Method.FACE, Method.PIN, Method.SECURITY_KEY
 
 
 @functools.lru_cache(maxsize=512)
@@ -160,13 +163,13 @@ class Policy:
     def assurance_for(self, method: Method, liveness: LivenessClaim) -> Assurance:
         """The assurance this policy grants to ``method`` with ``liveness`` (no acceptance
         check; see :meth:`check`). Only a passed claim of a known kind counts as liveness."""
-        if method is Method.FACE:
+        if method is _FACE:
             if liveness.passed and liveness.kind in KNOWN_LIVENESS_KINDS:
                 return self.liveness_assurance(liveness.kind)
             return self.face_without_liveness
-        if method is Method.PIN:
+        if method is _PIN:
             return self.pin
-        if method is Method.SECURITY_KEY:
+        if method is _SECURITY_KEY:
             return self.security_key
         return self.recovery
 
@@ -185,10 +188,10 @@ class Policy:
             raise VerifierError(
                 Reason.POLICY_METHOD_REFUSED, f"method {method.value!r} is not accepted"
             )
-        if method is Method.FACE:
+        if method is _FACE:
             self._check_face(extension, challenge)
         live = liveness.passed and liveness.kind in KNOWN_LIVENESS_KINDS
-        if self.require_liveness and method is Method.FACE and not live:
+        if self.require_liveness and method is _FACE and not live:
             raise VerifierError(
                 Reason.POLICY_LIVENESS_REQUIRED,
                 f"face verification needs passed {LIVENESS_KIND!r} liveness",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import cbor2
@@ -355,19 +356,22 @@ def _load_credential_json(value: object) -> dict[str, Any]:
     if isinstance(value, bytes | bytearray | memoryview | str):
         raw = bytes(value) if not isinstance(value, str) else value
         value = json_loads(raw, "credential JSON")
+        if type(value) is dict:
+            return value  # our own parse: a fresh dict, no copy needed
     if not isinstance(value, Mapping):
         malformed("credential JSON must be an object")
     return dict(value)
 
 
 def _only_keys(obj: Mapping[str, Any], allowed: set[str], required: set[str], what: str) -> None:
-    keys = set(obj)
-    if not all(isinstance(k, str) for k in keys):
+    keys = obj.keys()
+    # map(isinstance, ...) and the key-view comparisons run in C: no generator per call.
+    if not all(map(isinstance, keys, repeat(str))):
         malformed(f"{what} keys must be strings")
-    if unknown := keys - allowed:
-        malformed(f"{what} has unknown members {sorted(unknown)}")
-    if missing := required - keys:
-        malformed(f"{what} lacks {sorted(missing)}")
+    if not keys <= allowed:
+        malformed(f"{what} has unknown members {sorted(keys - allowed)}")
+    if not required <= keys:
+        malformed(f"{what} lacks {sorted(required - keys)}")
 
 
 def _b64_field(value: object, what: str) -> bytes:
@@ -394,7 +398,7 @@ def _common_top(obj: dict[str, Any]) -> tuple[bytes, str, str | None, Mapping[st
     if attachment is not None and not isinstance(attachment, str):
         malformed("authenticatorAttachment must be a string")
     results = obj.get("clientExtensionResults", {})
-    if not isinstance(results, Mapping) or not all(isinstance(k, str) for k in results):
+    if not isinstance(results, Mapping) or not all(map(isinstance, results, repeat(str))):
         malformed("clientExtensionResults must be an object")
     if not isinstance(obj["response"], Mapping):
         malformed("response must be an object")

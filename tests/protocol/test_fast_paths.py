@@ -53,7 +53,7 @@ from devicebio.protocol.encoding import (
     quick_init,
 )
 from devicebio.protocol.extension import devicebio_extension_of, plain_extension
-from devicebio.protocol.webauthn import _plain_assertion
+from devicebio.protocol.webauthn import _only_keys, _plain_assertion
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -506,3 +506,44 @@ def test_plain_extension_refuses_a_null_optional_member(where):
     raw = b"\x11" * 32 + bytes([0x85]) + (7).to_bytes(4, "big") + cbor2.dumps({"devicebio": ext})
     assert _plain_assertion(raw) is None
     assert _strict_assertion(raw)[0] == "refused"
+
+
+def _only_keys_reference(obj, allowed, required, what):
+    # The member check as it was before its C-level form (main 926a6e7).
+    keys = set(obj)
+    if not all(isinstance(k, str) for k in keys):
+        raise ProtocolError(ProtocolReason.MALFORMED_DATA, f"{what} keys must be strings")
+    if unknown := keys - allowed:
+        raise ProtocolError(
+            ProtocolReason.MALFORMED_DATA, f"{what} has unknown members {sorted(unknown)}"
+        )
+    if missing := required - keys:
+        raise ProtocolError(ProtocolReason.MALFORMED_DATA, f"{what} lacks {sorted(missing)}")
+
+
+def _outcome(fn, *args):
+    try:
+        fn(*args)
+    except ProtocolError as exc:
+        return exc.reason, exc.detail
+    return "ok"
+
+
+@SETTINGS
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.sampled_from(["id", "rawId", "type", "response", "x", "clientExtensionResults"]),
+            st.integers(-2, 2),
+            st.binary(max_size=2),
+        ),
+        st.none(),
+        max_size=7,
+    )
+)
+def test_only_keys_decides_as_the_reference(obj):
+    allowed = {"id", "rawId", "type", "response", "clientExtensionResults"}
+    required = {"id", "rawId", "type", "response"}
+    assert _outcome(_only_keys, obj, allowed, required, "credential") == _outcome(
+        _only_keys_reference, obj, allowed, required, "credential"
+    )
