@@ -521,7 +521,7 @@ def _only_keys_reference(obj, allowed, required, what):
         raise ProtocolError(ProtocolReason.MALFORMED_DATA, f"{what} lacks {sorted(missing)}")
 
 
-def _outcome(fn, *args):
+def _decision(fn, *args):
     try:
         fn(*args)
     except ProtocolError as exc:
@@ -544,6 +544,6 @@ def _outcome(fn, *args):
 def test_only_keys_decides_as_the_reference(obj):
     allowed = {"id", "rawId", "type", "response", "clientExtensionResults"}
     required = {"id", "rawId", "type", "response"}
-    assert _outcome(_only_keys, obj, allowed, required, "credential") == _outcome(
+    assert _decision(_only_keys, obj, allowed, required, "credential") == _decision(
         _only_keys_reference, obj, allowed, required, "credential"
     )
