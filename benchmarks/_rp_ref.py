@@ -18,6 +18,7 @@ import base64
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import webauthn
@@ -160,6 +161,13 @@ def create_ref_app(db: str) -> Starlette:
         )
         store.commit(challenge, credential_id, old, result.new_sign_count)
         return int(result.new_sign_count)
+
+    return ref_http_app(run)
+
+
+def ref_http_app(run: Callable[[dict[str, Any]], int]) -> Starlette:
+    """The reference's HTTP part around its blocking ``run(body) -> new sign count``
+    (``benchmarks/http_layer.py`` prices this layer alone)."""
 
     async def verify(request: Request) -> JSONResponse:
         try:

@@ -88,7 +88,30 @@ def liveness_json(liveness: LivenessClaim) -> dict[str, Any]:
     }
 
 
+#: Rendered policies by id (the policy is kept, so its id cannot be reused): a server renders
+#: its one or two policies into every answer, and building the view costs more than a copy.
+_POLICY_VIEWS: dict[int, tuple[Policy, dict[str, Any]]] = {}
+_STRONG_OPTIONS: dict[int, tuple[Policy, tuple[str, ...]]] = {}
+_MAX_CACHED = 64
+
+
 def policy_json(policy: Policy) -> dict[str, Any]:
+    entry = _POLICY_VIEWS.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        entry = (policy, _policy_view(policy))
+        if len(_POLICY_VIEWS) < _MAX_CACHED:
+            _POLICY_VIEWS[id(policy)] = entry
+    view = entry[1]
+    # A fresh copy of every mutable level: callers may change what they are given.
+    assurance = view["assurance"]
+    return {
+        **view,
+        "accepted_methods": list(view["accepted_methods"]),
+        "assurance": {**assurance, "face_with_liveness": dict(assurance["face_with_liveness"])},
+    }
+
+
+def _policy_view(policy: Policy) -> dict[str, Any]:
     return {
         "accepted_methods": sorted(m.value for m in policy.accepted_methods),
         "require_user_verification": policy.require_user_verification,
@@ -163,7 +186,16 @@ def _how(method: Method, liveness: LivenessClaim) -> str:
     return "recovery code"
 
 
-def _strong_options(policy: Policy) -> list[str]:
+def _strong_options(policy: Policy) -> tuple[str, ...]:
+    entry = _STRONG_OPTIONS.get(id(policy))
+    if entry is None or entry[0] is not policy:
+        entry = (policy, _find_strong_options(policy))
+        if len(_STRONG_OPTIONS) < _MAX_CACHED:
+            _STRONG_OPTIONS[id(policy)] = entry
+    return entry[1]
+
+
+def _find_strong_options(policy: Policy) -> tuple[str, ...]:
     options: list[tuple[Method, Assurance, str]] = [
         (Method.FACE, a, f"face with liveness ({kind})") for kind, a in policy.face_with_liveness
     ]
@@ -173,11 +205,11 @@ def _strong_options(policy: Policy) -> list[str]:
     ]
     if not policy.require_liveness:
         options.insert(1, (Method.FACE, policy.face_without_liveness, "face"))
-    return [
+    return tuple(
         name
         for method, assurance, name in options
         if assurance is Assurance.STRONG and method in policy.accepted_methods
-    ]
+    )
 
 
 def accepted_decision(result: VerifiedAssertion, policy: Policy) -> str:

@@ -163,6 +163,8 @@ def create_app(
         try:
             yield
         finally:
+            # Every verifier call finishes before its store closes.
+            service.executor.shutdown(wait=True)
             base.close()
 
     app = Starlette(

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from verifier.errors import Reason, VerifierError
 from verifier.views import b64url_text
@@ -75,10 +75,23 @@ def malformed(message: str) -> NoReturn:
 # -- answers ------------------------------------------------------------------------------
 
 
+#: Built once: json.dumps with non-default options makes a new encoder per call. The same
+#: bytes as Starlette's JSONResponse (compact, UTF-8, NaN refused).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_RAW_HEADERS = (
+    (b"content-type", b"application/json"),
+    *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _HEADERS.items()),
+)
+
+
 def json_response(
     status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
 ) -> Response:
-    return JSONResponse(dict(body), status_code=status, headers={**_HEADERS, **(headers or {})})
+    data = _ENCODER.encode(body if type(body) is dict else dict(body)).encode("utf-8")
+    response = Response(data, status_code=status, headers=headers)
+    # The constant headers appended ready-encoded rather than merged and encoded per answer.
+    response.raw_headers.extend(_RAW_HEADERS)
+    return response
 
 
 def problem_response(
@@ -158,12 +171,11 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            # Two parsers may pick different duplicates; refuse rather than guess.
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
+    # Two parsers may pick different duplicates; refuse rather than guess. dict() in C and a
+    # length compare, not a Python loop: this runs for every object of every request.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
     return obj
 
 
@@ -174,30 +186,48 @@ def _no_constants(name: str) -> NoReturn:
 async def read_json(request: Request, max_body: int) -> dict[str, Any]:
     """The body as a JSON object: ``application/json`` (UTF-8) only, at most ``max_body``
     bytes whether or not Content-Length is sent, no duplicate keys, no NaN/Infinity."""
-    media, _, params = request.headers.get("content-type", "").partition(";")
+    content_type = declared = None
+    # One pass over the raw head (ASGI names are lower case) instead of a Headers object
+    # and two lookups; the first of a repeated header counts, as with Headers.get.
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value.decode("latin-1")
+        elif name == b"content-length" and declared is None:
+            declared = value.decode("latin-1")
+    media, _, params = (content_type or "").partition(";")
     charset = params.strip().lower().replace(" ", "")
     if media.strip().lower() != "application/json" or charset not in ("", "charset=utf-8"):
         raise Problem(415, "unsupported_media_type", "send Content-Type: application/json")
-    declared = request.headers.get("content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):
             malformed("Content-Length is not a number")
         if int(declared) > max_body:
             raise Problem(413, "payload_too_large", f"request body over {max_body} bytes")
+    # Straight from receive (not Request.stream()'s async generator): a body that came in
+    # one message, the usual case, is used as it is. Counted as it arrives, so a chunked
+    # body without Content-Length is bounded too.
+    receive = request.receive
     chunks: list[bytes] = []
     total = 0
-    # Counted while streaming, so a chunked body without Content-Length is bounded too.
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_body:
-                raise Problem(413, "payload_too_large", f"request body over {max_body} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        malformed("client went away mid-request")
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            malformed("client went away mid-request")
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > max_body:
+            raise Problem(413, "payload_too_large", f"request body over {max_body} bytes")
+        if not message.get("more_body", False):
+            body = b"".join((*chunks, chunk)) if chunks else chunk
+            break
+        chunks.append(chunk)
     try:
         obj = json.loads(
-            b"".join(chunks).decode("utf-8"),
+            body.decode("utf-8"),
             object_pairs_hook=_no_duplicate_keys,
             parse_constant=_no_constants,
         )
@@ -418,34 +448,47 @@ class LimitsMiddleware:
                     [(b"retry-after", str(max(1, math.ceil(wait))).encode())],
                 )
                 return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.body_timeout
-        state = {"body_done": False, "timed_out": False, "answered": False}
+        deadline = asyncio.get_running_loop().time() + self.limits.body_timeout
+        guard = _BodyDeadline(receive, send, deadline)
+        await self.app(scope, guard.receive, guard.send)
 
-        async def timed_receive() -> dict[str, Any]:
-            if state["body_done"]:
-                message: dict[str, Any] = await receive()
-                return message
-            try:
-                # asyncio.timeout, not wait_for: the same deadline without a task per
-                # receive (a measurable part of each request's CPU under load).
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                state["timed_out"] = True
-                return {"type": "http.disconnect"}
-            if message.get("type") != "http.request" or not message.get("more_body", False):
-                state["body_done"] = True
+
+class _BodyDeadline:
+    """One request's receive and send under its body deadline (an object with slots, not a
+    state dict and two closures per request)."""
+
+    __slots__ = ("_answered", "_body_done", "_deadline", "_receive", "_send", "_timed_out")
+
+    def __init__(self, receive: Any, send: Any, deadline: float) -> None:
+        self._receive = receive
+        self._send = send
+        self._deadline = deadline
+        self._body_done = False
+        self._timed_out = False
+        self._answered = False
+
+    async def receive(self) -> dict[str, Any]:
+        if self._body_done:
+            message: dict[str, Any] = await self._receive()
             return message
+        try:
+            # asyncio.timeout, not wait_for: the same deadline without a task per
+            # receive (a measurable part of each request's CPU under load).
+            async with asyncio.timeout_at(self._deadline):
+                message = await self._receive()
+        except TimeoutError:
+            self._timed_out = True
+            return {"type": "http.disconnect"}
+        if message.get("type") != "http.request" or not message.get("more_body", False):
+            self._body_done = True
+        return message
 
-        async def guarded_send(message: dict[str, Any]) -> None:
-            if not state["timed_out"]:
-                await send(message)
-                return
-            if not state["answered"] and message.get("type") == "http.response.start":
-                state["answered"] = True
-                await _send_problem(
-                    send, 408, "request_timeout", "the request body did not arrive in time"
-                )
-
-        await self.app(scope, timed_receive, guarded_send)
+    async def send(self, message: dict[str, Any]) -> None:
+        if not self._timed_out:
+            await self._send(message)
+            return
+        if not self._answered and message.get("type") == "http.response.start":
+            self._answered = True
+            await _send_problem(
+                self._send, 408, "request_timeout", "the request body did not arrive in time"
+            )
