@@ -355,6 +355,18 @@ def test_unparsable_response_burns_the_challenge_and_a_bad_challenge_is_named_fi
     dev.refused(Reason.CHALLENGE_WRONG_PURPOSE, "{not json", ch)
 
 
+def test_damaged_credential_row_is_a_storage_refusal_that_burns_the_challenge(dev):
+    # A hand-edited or damaged row is an integrity error, typed and audited, whatever the
+    # challenge: never a stray ValueError, never an acceptance.
+    dev.store._conn.execute("UPDATE credentials SET created_at = 'x'")
+    fresh = dev.challenge()
+    for ch in (fresh, b"\x05" * 32):
+        dev.refused(Reason.STORAGE, dev.assert_(ch).to_json(), ch)
+    assert dev.store.use_challenge(fresh)[3] is True  # burnt by the refused attempt
+    events = [e for e in dev.store.audit_events(10) if e[1] == "assertion_refused"]
+    assert [e[2]["reason"] for e in events][-2:] == ["storage", "storage"]
+
+
 def test_unknown_credential_burns_the_challenge(dev):
     ch = dev.challenge()
     other = dev.assert_(ch).to_json()

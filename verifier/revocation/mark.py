@@ -42,6 +42,7 @@ import nacl.signing
 from devicebio.protocol import atomic_write, b64url_encode
 from verifier.errors import Reason, VerifierError
 from verifier.store import Store
+from verifier.store.base import use_challenge_and_get_credential
 
 from .codec import MAX_LIST_BYTES, parse_revocation_list
 
@@ -234,6 +235,11 @@ class MarkedStore:
 
     def use_challenge(self, value: bytes) -> tuple[str, str, float, bool] | None:
         return self.inner.use_challenge(value)
+
+    def use_challenge_and_get_credential(self, value: bytes, credential_id: bytes) -> Any:
+        # Spelled out, not left to __getattr__: the sign-in path calls this instead of the
+        # two methods above, so whatever they ever check must be checked here too.
+        return use_challenge_and_get_credential(self.inner, value, credential_id)
 
     def purge_expired_challenges(self, now: float) -> int:
         return self.inner.purge_expired_challenges(now)

@@ -302,16 +302,21 @@ def over_limit(total: int, amount: int, limit: int | None) -> bool:
 
 
 def record_from_row(row: tuple[Any, ...]) -> CredentialRecord:
-    return CredentialRecord(
-        credential_id=bytes(row[0]),
-        user=str(row[1]),
-        user_handle=bytes(row[2]),
-        rp_id=str(row[3]),
-        public_key=bytes(row[4]),
-        sign_count=int(row[5]),
-        device_id=None if row[6] is None else bytes(row[6]),
-        created_at=float(row[7]),
-    )
+    """A stored credential row as a record; a row that does not decode (a damaged or
+    hand-edited database) is ``STORAGE``, never a stray ``ValueError``."""
+    try:
+        return CredentialRecord(
+            credential_id=bytes(row[0]),
+            user=str(row[1]),
+            user_handle=bytes(row[2]),
+            rp_id=str(row[3]),
+            public_key=bytes(row[4]),
+            sign_count=int(row[5]),
+            device_id=None if row[6] is None else bytes(row[6]),
+            created_at=float(row[7]),
+        )
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:
+        raise VerifierError(Reason.STORAGE, "a stored credential record is damaged") from exc
 
 
 # json.dumps builds a new encoder per call when given options; one shared encoder writes the
