@@ -22,6 +22,7 @@ from devicebio.protocol import (
     ed25519_public_key_from_cose,
     parse_authentication_json,
 )
+from devicebio.protocol.encoding import quick_init
 
 from . import _webauthn as checks
 from .challenges import Challenge, Purpose
@@ -51,6 +52,7 @@ def _one_transaction(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+@quick_init  # built on every verification: see quick_init
 @dataclass(frozen=True)
 class VerifiedAssertion:
     """A verified sign-in. ``new_sign_count`` is already stored (compare-and-set).

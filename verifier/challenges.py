@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from devicebio.protocol.encoding import quick_init
 from verifier.errors import Reason, VerifierError
 from verifier.store import CredentialRecord, Store
 from verifier.store.base import use_challenge_and_get_credential
@@ -59,6 +60,7 @@ _REDEEMS_UTF8 = {k: tuple(p.encode() for p in v) for k, v in _REDEEMS.items()}
 _BY_VALUE = {p.value.encode(): p for p in Purpose}
 
 
+@quick_init  # built on every verification: see quick_init
 @dataclass(frozen=True)
 class Challenge:
     value: bytes

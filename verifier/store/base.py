@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from devicebio.protocol import ed25519_public_key_from_cose
+from devicebio.protocol.encoding import quick_init
 from verifier.errors import Reason, VerifierError, protocol_errors
 
 __all__ = ["SCHEMA_VERSION", "CredentialRecord", "Durability", "PaymentRecord", "Store"]
@@ -54,6 +55,7 @@ DURABILITIES: tuple[Durability, ...] = ("full", "normal")
 ChallengeRow = tuple[str, str, float, bool]
 
 
+@quick_init  # built on every verification: see quick_init
 @dataclass(frozen=True)
 class CredentialRecord:
     """A registered device credential, as the verifier keeps it."""
