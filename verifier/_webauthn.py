@@ -78,9 +78,7 @@ def redeem_challenge(
     Called before any other check of the response, so that every attempt, even a malformed
     or mis-addressed one, uses the session's challenge up: it never serves twice.
     """
-    if not isinstance(expected, bytes | bytearray | memoryview):
-        raise VerifierError(Reason.MALFORMED, "expected_challenge must be bytes")
-    return consume_challenge(store, bytes(expected), purpose=purpose, user=user, now=now)
+    return consume_challenge(store, _expected_bytes(expected), purpose=purpose, user=user, now=now)
 
 
 def redeem_challenge_for(
@@ -88,9 +86,15 @@ def redeem_challenge_for(
 ) -> tuple[Challenge, CredentialRecord | None]:
     """:func:`redeem_challenge` (no user: it is the credential's, compared by the caller) that
     also reads the credential ``credential_id`` in the same store step."""
+    return consume_challenge_for(
+        store, _expected_bytes(expected), credential_id, purpose=purpose, now=now
+    )
+
+
+def _expected_bytes(expected: object) -> bytes:
     if not isinstance(expected, bytes | bytearray | memoryview):
         raise VerifierError(Reason.MALFORMED, "expected_challenge must be bytes")
-    return consume_challenge_for(store, bytes(expected), credential_id, purpose=purpose, now=now)
+    return bytes(expected)
 
 
 def check_challenge_user(challenge: Challenge, user: str) -> None:

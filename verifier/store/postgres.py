@@ -159,20 +159,7 @@ _CREDENTIAL_COLUMNS = (
 # racing redeemer waits on the row lock, then re-checks the committed row and loses); the
 # second branch reports a known-but-used challenge, read from the statement's snapshot
 # (user, purpose and expiry never change once written).
-_USE_CHALLENGE = """
-    WITH won AS (
-        UPDATE challenges SET used = true WHERE value = %(v)s AND NOT used
-        RETURNING "user", purpose, expires_at
-    )
-    SELECT "user", purpose, expires_at, false FROM won
-    UNION ALL
-    SELECT "user", purpose, expires_at, true FROM challenges
-    WHERE value = %(v)s AND NOT EXISTS (SELECT 1 FROM won)
-"""
-
-# The redeem above and the credential read in one statement, one round trip: always exactly
-# one row, the challenge's columns NULL when it is unknown, the credential's when it is.
-_USE_CHALLENGE_AND_GET_CREDENTIAL = f"""
+_REDEEMED = """
     WITH won AS (
         UPDATE challenges SET used = true WHERE value = %(v)s AND NOT used
         RETURNING "user", purpose, expires_at
@@ -182,6 +169,12 @@ _USE_CHALLENGE_AND_GET_CREDENTIAL = f"""
         SELECT "user", purpose, expires_at, true FROM challenges
         WHERE value = %(v)s AND NOT EXISTS (SELECT 1 FROM won)
     )
+"""
+_USE_CHALLENGE = _REDEEMED + 'SELECT "user", purpose, expires_at, used FROM found'  # noqa: S608
+
+# The same redeem and the credential read in one statement, one round trip: always exactly
+# one row, the challenge's columns NULL when it is unknown, the credential's when it is.
+_USE_CHALLENGE_AND_GET_CREDENTIAL = f"""{_REDEEMED}
     SELECT found."user", found.purpose, found.expires_at, found.used,
         {", ".join("cr." + c.strip() for c in _CREDENTIAL_COLUMNS.split(","))}
     FROM (SELECT) AS one

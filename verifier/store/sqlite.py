@@ -63,18 +63,9 @@ _REDEEM_SQL = (
     " RETURNING user, purpose, expires_at"
 )
 _CREDENTIAL_COLUMNS = (
-    "credential_id",
-    "user",
-    "user_handle",
-    "rp_id",
-    "public_key",
-    "sign_count",
-    "device_id",
-    "created_at",
+    "credential_id, user, user_handle, rp_id, public_key, sign_count, device_id, created_at"
 )
-_CREDENTIAL_SQL = (
-    f"SELECT {', '.join(_CREDENTIAL_COLUMNS)} FROM credentials WHERE credential_id = ?"  # noqa: S608
-)
+_CREDENTIAL_SQL = f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE credential_id = ?"  # noqa: S608
 _COUNTER_CAS_SQL = (
     "UPDATE credentials SET sign_count = ? WHERE credential_id = ? AND sign_count = ?"
 )
@@ -621,8 +612,6 @@ class SQLiteStore:
                     Reason.USER_ALREADY_REGISTERED, "this user already has a credential"
                 )
 
-    _COLUMNS = ", ".join(_CREDENTIAL_COLUMNS)
-
     def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
         credential_id = check_bytes("credential_id", credential_id)
         return self._run(lambda: self._credential(credential_id))
@@ -638,7 +627,7 @@ class SQLiteStore:
         user = check_str("user", user)
         with self._errors():
             rows = self._conn.execute(
-                f"SELECT {self._COLUMNS} FROM credentials WHERE user = ?"  # noqa: S608
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE user = ?"  # noqa: S608
                 " ORDER BY created_at, credential_id",
                 (user,),
             ).fetchall()
